@@ -1,0 +1,320 @@
+"""BIDS derivatives of the laminar steps: paths, dataset files, sidecars, writes.
+
+Every derivative path of this package is built here (one place), every file is
+written atomically (temporary name in the same folder, then ``os.replace``), and
+the derivative dataset gets a valid ``dataset_description.json``,
+``descriptions.tsv``, ``README.md`` and ``.bidsignore`` so that
+``bids-validator-deno`` run on the folder exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+
+DERIV_NAME = "mne-laminar"
+BIDS_VERSION = "1.10.0"
+CODE_URL = "https://pypi.org/project/mne-laminar-plugin/"
+
+#: BIDS entity order (schema 1.11), for file names mne-bids cannot build
+#: (it has no ``hemi`` or ``den``).
+ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "rec", "run", "proc", "hemi", "space", "den",
+    "label", "desc",
+)  # fmt: skip
+HEMI_LABEL = {"lh": "L", "rh": "R"}
+
+#: File types BIDS has no schema for yet; their sidecars must be listed too.
+BIDSIGNORE = (
+    "*.surf.gii",
+    "*.shape.gii",
+    "*.func.gii",
+    "*_fwd.fif",
+    "*_fwd.json",
+    "*_leadfield.h5",
+    "*_leadfield.json",
+    "*_columns.tsv",
+    "*_columns.json",
+    "*_predictors.tsv",
+    "*_predictors.json",
+    "*_surfaces.json",
+    "*_stat.json",
+    "*_shape.json",
+    "*_surf.json",
+    "*_priors.json",
+    "group/",
+)
+
+#: ``desc-`` labels used by this package, documented in descriptions.tsv.
+DESCRIPTIONS = {
+    "laminar": "Laminar (multilayer) model: every cortical column at every depth",
+    "lfrmsdiff": "RMS over sensors of deepest minus most superficial leadfield",
+    "thickness": "White-pial distance along the column (mm)",
+    "radiality": "|cos| between column orientation and scalp normal (0-1)",
+    "distance": "Distance from the pial vertex to the scalp surface (mm)",
+    "score": "Composite anatomical score of laminar discriminability",
+    "orientation": "Unit dipole orientation of every column",
+}
+
+
+def layer_desc(layer: int) -> str:
+    """The ``desc-`` label of one layer: ``layer00`` is pial."""
+    return f"layer{int(layer):02d}"
+
+
+# ----------------------------------------------------------------- paths
+def deriv_root(bids_root: str | os.PathLike, name: str = DERIV_NAME) -> Path:
+    """The laminar derivative dataset folder of a BIDS dataset."""
+    return Path(bids_root) / "derivatives" / name
+
+
+def subject_dir(
+    root: str | os.PathLike, subject: str, session: str | None, datatype: str
+) -> Path:
+    """``<root>/sub-XX[/ses-YY]/<datatype>``."""
+    path = Path(root) / f"sub-{subject}"
+    if session:
+        path = path / f"ses-{session}"
+    return path / datatype
+
+
+def bids_fname(
+    root: str | os.PathLike,
+    *,
+    subject: str,
+    session: str | None = None,
+    datatype: str,
+    suffix: str,
+    extension: str,
+    **entities: str | int | None,
+) -> Path:
+    """A derivative file name with entities in BIDS schema order.
+
+    ``hemi`` may be given as ``"lh"``/``"rh"`` (written ``L``/``R``).
+    """
+    entities = {k: v for k, v in entities.items() if v is not None}
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"Unknown BIDS entities {sorted(unknown)}")
+    if "hemi" in entities:
+        entities["hemi"] = HEMI_LABEL.get(str(entities["hemi"]), entities["hemi"])
+    values = {"sub": subject, "ses": session, **entities}
+    parts = []
+    for key in ENTITY_ORDER:
+        val = values.get(key)
+        if val is None:
+            continue
+        val = str(val)
+        if not val.isalnum():
+            raise ValueError(f"BIDS label {key}-{val!r} must be alphanumeric")
+        parts.append(f"{key}-{val}")
+    parts.append(suffix)
+    return subject_dir(root, subject, session, datatype) / (
+        "_".join(parts) + extension
+    )
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a derivative file (``.surf.gii`` -> ``.json``)."""
+    path = Path(path)
+    name = path.name
+    for ext in (".surf.gii", ".shape.gii", ".func.gii", ".label.gii", ".nii.gz"):
+        if name.endswith(ext):
+            return path.with_name(name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+# ---------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    On error the temporary file is removed, so no half-written file is left.
+    The temporary name keeps the final extension(s) so that writers that check
+    extensions (MNE, nibabel) accept it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    stem = path.name[: len(path.name) - len(suffix)] if path.suffixes else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented UTF-8 JSON, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+    return path
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"JSON file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _tsv_value(val: Any) -> str:
+    if val is None:
+        return "n/a"
+    if isinstance(val, float | np.floating):
+        return "n/a" if not np.isfinite(val) else repr(float(val))
+    if isinstance(val, bool | np.bool_):
+        return "true" if val else "false"
+    return str(val)
+
+
+def write_tsv(path: str | os.PathLike, columns: Mapping[str, Sequence[Any]]) -> Path:
+    """Write a BIDS TSV (header row, ``n/a`` for missing), atomically."""
+    path = Path(path)
+    names = list(columns)
+    lengths = {len(columns[name]) for name in names}
+    if len(lengths) > 1:
+        raise ValueError(f"TSV columns of {path.name} differ in length: {lengths}")
+    n_rows = lengths.pop() if lengths else 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fid:
+            writer = csv.writer(fid, delimiter="\t", lineterminator="\n")
+            writer.writerow(names)
+            cols = [columns[name] for name in names]
+            for i in range(n_rows):
+                writer.writerow([_tsv_value(col[i]) for col in cols])
+    return path
+
+
+def read_tsv(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a TSV into columns of strings."""
+    with open(path, newline="", encoding="utf-8") as fid:
+        rows = list(csv.reader(fid, delimiter="\t"))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, body = rows[0], rows[1:]
+    return {name: [row[i] for row in body] for i, name in enumerate(header)}
+
+
+# ------------------------------------------------------ dataset-level files
+def ensure_derivative_dataset(
+    root: str | os.PathLike,
+    *,
+    source_name: str = "raw",
+    source_relpath: str = "../..",
+    descriptions: Mapping[str, str] | None = None,
+) -> Path:
+    """Create or update the dataset-level files of the derivative dataset.
+
+    ``dataset_description.json`` (DatasetType derivative, GeneratedBy whose
+    first name ``mne-laminar`` is part of the folder name, SourceDatasets as
+    an array), ``README.md``, ``.bidsignore`` and ``descriptions.tsv``.
+    Safe to call from several worker processes at once (atomic renames of
+    identical content).
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    desc = {
+        "Name": "mne-laminar: laminar MEG derivatives",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": DERIV_NAME,
+                "Version": __version__,
+                "Description": "Layer surfaces, laminar leadfields and anatomical "
+                "predictors of laminar inference accuracy (mne-laminar-plugin, "
+                "run as MNE-BIDS-Pipeline steps).",
+                "CodeURL": CODE_URL,
+            }
+        ],
+        "SourceDatasets": [{"URL": f"bids:{source_name}:"}],
+        "DatasetLinks": {source_name: source_relpath},
+    }
+    fname = root / "dataset_description.json"
+    if not fname.exists() or read_json(fname) != json.loads(json.dumps(desc)):
+        write_json(fname, desc)
+    readme = root / "README.md"
+    if not readme.exists():
+        with atomic_path(readme) as tmp:
+            tmp.write_text(
+                "# mne-laminar derivatives\n\nWritten by mne-laminar-plugin "
+                f"{__version__}. Layer surfaces and predictor maps are GIFTI in "
+                "`anat/`, the laminar leadfield is in the data type folder "
+                "(`meg/`, `eeg/`). Every file has a JSON sidecar.\n",
+                encoding="utf-8",
+            )
+    ignore = root / ".bidsignore"
+    lines = list(BIDSIGNORE)
+    if ignore.exists():
+        have = ignore.read_text(encoding="utf-8").splitlines()
+        lines = have + [line for line in BIDSIGNORE if line not in have]
+    if not ignore.exists() or ignore.read_text(encoding="utf-8").splitlines() != lines:
+        with atomic_path(ignore) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    all_desc = dict(DESCRIPTIONS)
+    all_desc.update(descriptions or {})
+    dfname = root / "descriptions.tsv"
+    if dfname.exists():
+        have = read_tsv(dfname)
+        old = dict(zip(have.get("desc_id", []), have.get("description", [])))
+        all_desc = {**old, **all_desc}
+    ids = sorted(all_desc)
+    write_tsv(dfname, {"desc_id": ids, "description": [all_desc[i] for i in ids]})
+    return root
+
+
+def bids_uri(dataset: str, relpath: str | os.PathLike) -> str:
+    """A BIDS URI such as ``bids:raw:sub-01/anat/sub-01_T1w.nii.gz``."""
+    return f"bids:{dataset}:{Path(relpath).as_posix()}"
+
+
+def remove_stale(directory: str | os.PathLike, pattern: str, keep: Sequence[Path]) -> list[Path]:
+    """Remove files matching ``pattern`` in ``directory`` that are not in ``keep``.
+
+    MBP never deletes stale outputs (e.g. ``desc-layer10`` after switching to
+    3 layers); the laminar steps call this after writing their outputs.
+    """
+    directory = Path(directory)
+    keep_set = {Path(p).resolve() for p in keep}
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for path in directory.glob(pattern):
+        if path.resolve() not in keep_set and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed

@@ -1,0 +1,140 @@
+"""The ``laminar_*`` config options: annotation, default and doc, declared once.
+
+Every option is registered into MNE-BIDS-Pipeline's config by the plugin host,
+so MBP's strict pydantic validation checks it and steps receive it in the
+config namespace. The names are chosen so that MBP's misspelling check
+(``difflib`` against MBP's own option names) does not mistake them for one of
+MBP's options (``laminar_spacing`` would read as ``spacing``, for instance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from annotated_types import Ge
+
+from .host import ConfigOption
+
+LAYER_METHODS = ("equidistant", "equivolume")
+COLUMN_ORIENTATIONS = ("link_vector", "surface_normal", "pial_normal")
+CORTEX_MASKS = ("auto", "cortex_label", "aparc", "thickness", "none")
+LEADFIELD_MODES = ("simulate", "load", "random")
+ORIENTATION_TYPES = ("fixed", "free")
+FORWARD_ENGINES = ("fast", "mne")
+SCALP_SOURCES = ("outer_skin", "head")
+
+OPTIONS: dict[str, ConfigOption] = {
+    # ---------------------------------------------------------------- stage
+    "laminar_enable": ConfigOption(
+        bool,
+        True,
+        "Run the laminar stage; False skips every laminar step.",
+    ),
+    "laminar_deriv_name": ConfigOption(
+        str,
+        "mne-laminar",
+        "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
+    ),
+    # ------------------------------------------------------ layer surfaces
+    "laminar_n_layers": ConfigOption(
+        Annotated[int, Ge(2)],
+        11,
+        "Number of layer surfaces from pial (layer 0) to white (last layer).",
+    ),
+    "laminar_depth_method": ConfigOption(
+        Literal[LAYER_METHODS],
+        "equidistant",
+        "Layer placement: 'equidistant' (fraction of the white-pial distance) or "
+        "'equivolume' (Bok's area-weighted depth, per vertex).",
+    ),
+    "laminar_column_spacing": ConfigOption(
+        Literal["oct4", "oct5", "oct6", "ico3", "ico4", "ico5", "all"],
+        "oct6",
+        "Column subsampling on ?h.sphere, identical vertex ids at every depth "
+        "('all' keeps every cortical vertex).",
+    ),
+    "laminar_orientation": ConfigOption(
+        Literal[COLUMN_ORIENTATIONS],
+        "link_vector",
+        "Dipole orientation per column: 'link_vector' (unit pial->white vector, "
+        "same at every depth), 'surface_normal' (each layer's outward normal) "
+        "or 'pial_normal' (outward pial normal at every depth).",
+    ),
+    "laminar_cortex_mask": ConfigOption(
+        Literal[CORTEX_MASKS],
+        "auto",
+        "How medial-wall columns are removed: 'auto' tries ?h.cortex.label, then "
+        "aparc 'unknown', then zero thickness; or force one of those; 'none'.",
+    ),
+    "laminar_min_thickness": ConfigOption(
+        Annotated[float, Ge(0)],
+        0.5,
+        "Columns thinner than this (mm) are flagged in the quality counts.",
+    ),
+    # ------------------------------------------------------------ leadfield
+    "laminar_leadfield_mode": ConfigOption(
+        Literal[LEADFIELD_MODES],
+        "simulate",
+        "How the laminar leadfield is obtained: 'simulate' (MNE forward on the "
+        "layer surfaces), 'load' (from laminar_leadfield_dir) or 'random'.",
+    ),
+    "laminar_leadfield_dir": ConfigOption(
+        str | None,
+        None,
+        "Folder with {subject}_{fixed|free}_leadfield.npz or forward files, for "
+        "laminar_leadfield_mode='load'.",
+    ),
+    "laminar_orientation_type": ConfigOption(
+        Literal[ORIENTATION_TYPES],
+        "fixed",
+        "Leadfield orientation: 'fixed' (one dipole per source, along the column "
+        "orientation) or 'free' (three components per source).",
+    ),
+    "laminar_random_seed": ConfigOption(
+        int | None,
+        None,
+        "Seed of laminar_leadfield_mode='random' (None: MBP's random_state).",
+    ),
+    "laminar_skull_margin": ConfigOption(
+        Annotated[float, Ge(0)] | None,
+        None,
+        "Columns with any layer closer than this (mm) to the inner skull are "
+        "dropped in every layer (None: MBP's mindist).",
+    ),
+    "laminar_forward_engine": ConfigOption(
+        Literal[FORWARD_ENGINES],
+        "fast",
+        "Forward engine for 'simulate': 'fast' (this package's batched engine) "
+        "or 'mne' (mne.make_forward_solution).",
+    ),
+    "laminar_forward_float32": ConfigOption(
+        bool,
+        False,
+        "Store the simulated leadfield in float32 (halves memory; ~1e-6 error).",
+    ),
+    # ----------------------------------------------------------- predictors
+    "laminar_scalp_mesh": ConfigOption(
+        Literal[SCALP_SOURCES],
+        "outer_skin",
+        "Scalp for radiality/distance: BEM 'outer_skin' (bem/outer_skin.surf, "
+        "else the head surface) or MNE 'head' (bem/<subject>-head*.fif).",
+    ),
+    "laminar_rois": ConfigOption(
+        Sequence[str],
+        (),
+        "Regions of interest for the prior: label files (path or "
+        "'label/lh.<name>.label' in the subject) or '<atlas>:<hemi>.<name>'.",
+    ),
+    "laminar_score_weights": ConfigOption(
+        dict[str, float] | None,
+        None,
+        "Weights of the z-scored predictors in the anatomical score (None: "
+        "all 1; keys thickness, lf_rms_diff, radiality, distance).",
+    ),
+}
+
+
+def laminar_options() -> dict[str, ConfigOption]:
+    """The options this plugin registers (a copy)."""
+    return dict(OPTIONS)

@@ -1,0 +1,1 @@
+"""MBP step modules of this package (the folder must be named ``steps``)."""
