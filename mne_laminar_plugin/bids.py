@@ -51,6 +51,7 @@ BIDSIGNORE = (
     "*_stat.json",
     "*_shape.json",
     "*_surf.json",
+    "*_midthickness.json",
     "*_priors.json",
     "group/",
 )
@@ -290,10 +291,17 @@ def ensure_derivative_dataset(
     dfname = root / "descriptions.tsv"
     if dfname.exists():
         have = read_tsv(dfname)
-        old = dict(zip(have.get("desc_id", []), have.get("description", [])))
+        old = {
+            str(k).removeprefix("desc-"): v
+            for k, v in zip(have.get("desc_id", []), have.get("description", []))
+        }
         all_desc = {**old, **all_desc}
     ids = sorted(all_desc)
-    write_tsv(dfname, {"desc_id": ids, "description": [all_desc[i] for i in ids]})
+    # the schema requires desc_id values of the form "desc-<label>"
+    write_tsv(
+        dfname,
+        {"desc_id": [f"desc-{i}" for i in ids], "description": [all_desc[i] for i in ids]},
+    )
     return root
 
 

@@ -36,6 +36,12 @@ OPTIONS: dict[str, ConfigOption] = {
         "mne-laminar",
         "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
     ),
+    "laminar_offline": ConfigOption(
+        bool,
+        False,
+        "Never download: MBP's source/_99_group_average (which fetches "
+        "fsaverage) is skipped when fsaverage is not already in subjects_dir.",
+    ),
     # ------------------------------------------------------ layer surfaces
     "laminar_n_layers": ConfigOption(
         Annotated[int, Ge(2)],

@@ -6,6 +6,8 @@ Registered in the ``mne_bids_pipeline.plugins`` entry-point group (see
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .host import ConfigOption, StepGroup, hookimpl
 
 STAGE = "laminar"
@@ -23,3 +25,53 @@ def mbp_config_options() -> dict[str, ConfigOption]:
     from .options import laminar_options
 
     return laminar_options()
+
+
+@hookimpl
+def mbp_patch(mbp_version: str) -> None:
+    """Honour ``laminar_offline`` in MBP's source group average (MBP 1.10).
+
+    MBP 1.10's ``source/_99_group_average`` calls
+    ``mne.datasets.fetch_fsaverage`` unconditionally, which downloads when
+    fsaverage is not complete in ``subjects_dir``. With ``laminar_offline``
+    set, the step is skipped instead (with a log message). The step's
+    ``main`` runs in the main process, so patching it here is enough.
+    """
+    from mne_bids_pipeline.steps.source import _99_group_average as step
+
+    if getattr(step.main, "__mne_laminar_offline__", False):
+        return
+    orig_main = step.main
+
+    def main(*, config) -> None:
+        from mne_bids_pipeline._config_utils import get_fs_subjects_dir
+        from mne_bids_pipeline._logging import gen_log_kwargs, logger
+
+        if getattr(config, "laminar_offline", False):
+            missing = fsaverage_missing(Path(get_fs_subjects_dir(config)))
+            if missing:
+                msg = (
+                    "Skipping, laminar_offline is set and fsaverage is not complete "
+                    f"in subjects_dir ({len(missing)} files missing, e.g. {missing[0]}) …"
+                )
+                logger.info(**gen_log_kwargs(message=msg, subject="average"))
+                return
+        orig_main(config=config)
+
+    main.__mne_laminar_offline__ = True  # type: ignore[attr-defined]
+    main.__doc__ = orig_main.__doc__
+    step.main = main
+
+
+def fsaverage_missing(subjects_dir: Path) -> list[str]:
+    """Files of MNE's fsaverage manifest that are missing from ``subjects_dir``."""
+    import mne
+
+    manifest_dir = Path(mne.__file__).parent / "datasets" / "_fsaverage"
+    missing = []
+    for manifest, base in (("root.txt", subjects_dir), ("bem.txt", subjects_dir / "fsaverage")):
+        for line in (manifest_dir / manifest).read_text().splitlines():
+            line = line.strip()
+            if line and not (base / line).exists():
+                missing.append(line)
+    return missing

@@ -1,0 +1,357 @@
+"""The ``mne-laminar`` command line: ``run``, ``info``, ``demo``, ``sys-info``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ._version import __version__
+
+PROG = "mne-laminar"
+DESCRIPTION = (
+    "Laminar MEG analysis as MNE-BIDS-Pipeline steps. `run` takes every "
+    "mne_bids_pipeline argument unchanged and runs MBP with all installed MBP "
+    "plugins (entry-point group mne_bids_pipeline.plugins), including this "
+    "package's `laminar` stage."
+)
+#: packages whose versions matter for results or for running
+SYS_INFO_PACKAGES = (
+    "mne-laminar-plugin", "mne", "mne-bids", "mne-bids-pipeline", "numpy", "scipy",
+    "nibabel", "nilearn", "pluggy", "h5py", "numba", "matplotlib", "pyvista", "vtk",
+    "pyvistaqt", "PySide6-Essentials", "dask", "distributed", "joblib", "pydantic",
+    "bids-validator-deno",
+)  # fmt: skip
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------- display
+@contextmanager
+def virtual_display(enable: bool = True) -> Iterator[str | None]:
+    """Provide an X display for MBP's 3D coregistration figure when none exists.
+
+    MBP's forward step renders the sensor alignment with MNE's Qt 3D backend,
+    which needs a display. On a headless machine with ``Xvfb`` installed, a
+    private virtual display is started for the run (child processes, e.g.
+    loky or dask workers, inherit ``DISPLAY``) and stopped afterwards.
+    """
+    if not enable or os.environ.get("DISPLAY") or sys.platform != "linux":
+        yield os.environ.get("DISPLAY")
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        print(
+            f"{PROG}: no DISPLAY and no Xvfb found; MBP's forward step needs a "
+            "display for its 3D coregistration figure. Install xvfb "
+            "(apt-get install xvfb) or run under xvfb-run.",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    proc = None
+    for num in range(99, 199):
+        if Path(f"/tmp/.X{num}-lock").exists() or Path(f"/tmp/.X11-unix/X{num}").exists():
+            continue
+        proc = subprocess.Popen(
+            [xvfb, f":{num}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(50):
+            if Path(f"/tmp/.X11-unix/X{num}").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        if proc.poll() is None:
+            break
+        proc = None
+    if proc is None:
+        yield None
+        return
+    old = {k: os.environ.get(k) for k in ("DISPLAY", "MNE_3D_OPTION_MULTI_SAMPLES")}
+    os.environ["DISPLAY"] = f":{num}"
+    os.environ.setdefault("MNE_3D_OPTION_MULTI_SAMPLES", "1")
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        for key, val in old.items():
+            if val is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = val
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# ------------------------------------------------------------ subcommands
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run MBP with every installed plugin."""
+    from .host import PluginHost, run_mbp
+
+    mbp_args = list(args.mbp_args)
+    if mbp_args and mbp_args[0] == "--":
+        mbp_args = mbp_args[1:]
+    if not mbp_args or mbp_args[0] in ("-h", "--help"):
+        _print_run_help()
+        return 0
+    _check_run_args(mbp_args)
+    host = PluginHost()
+    with virtual_display(not args.no_xvfb):
+        try:
+            run_mbp(mbp_args, host=host)
+        except SystemExit as exc:  # MBP's own argparse or on_error="abort"
+            return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def _check_run_args(mbp_args: Sequence[str]) -> None:
+    # MBP resolves the config with strict=True and raises a traceback: say it first
+    positional = []
+    skip = False
+    takes_value = {
+        "--config", "--steps", "--root-dir", "--deriv_root", "--subject", "--session",
+        "--task", "--run", "--n_jobs", "--logger-level", "--create-config",
+    }  # fmt: skip
+    config = None
+    for i, arg in enumerate(mbp_args):
+        if skip:
+            skip = False
+            continue
+        if arg in takes_value:
+            if arg == "--config" and i + 1 < len(mbp_args):
+                config = mbp_args[i + 1]
+            skip = True
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif not arg.startswith("-"):
+            positional.append(arg)
+    if "--create-config" in mbp_args or any(
+        a.startswith("--create-config=") for a in mbp_args
+    ):
+        return
+    config = positional[0] if positional else config
+    if config is not None and not Path(config).expanduser().is_file():
+        raise CLIError(
+            f"config file not found: {config!r}. Pass the path of an MBP config "
+            "file (e.g. one written by `mne-laminar demo --no-run DIR`)."
+        )
+
+
+def _print_run_help() -> None:
+    print(
+        f"usage: {PROG} run CONFIG [mne_bids_pipeline options]\n\n"
+        "Runs MNE-BIDS-Pipeline with every installed MBP plugin. All "
+        "mne_bids_pipeline options work unchanged, e.g.\n"
+        f"  {PROG} run config.py --steps laminar --subject 01 --n_jobs 2\n"
+        f"  {PROG} run config.py --steps all          # MBP's stages, then laminar\n"
+        f"  {PROG} run config.py --steps laminar/leadfield --no-cache\n\n"
+        "Options of mne_bids_pipeline:"
+    )
+    from mne_bids_pipeline import _main
+
+    old = sys.argv
+    sys.argv = [f"{PROG} run", "--help"]
+    try:
+        _main.main()
+    except SystemExit:
+        pass
+    finally:
+        sys.argv = old
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print plugins, stages, steps and options."""
+    from .host import PluginHost, check_mbp_version, mbp_version
+
+    host = PluginHost()
+    lines = [f"mne-bids-pipeline {mbp_version()}"]
+    try:
+        check_mbp_version()
+    except Exception as exc:  # still show what is installed
+        lines.append(f"  WARNING: {exc}")
+    lines.append("")
+    lines.append("Plugins (entry-point group mne_bids_pipeline.plugins):")
+    for name in host.plugin_names:
+        lines.append(f"  {name}: {host.sources.get(name, '')}")
+    lines.append("")
+    lines.append("Stages and steps:")
+    for stage, (plugin, group) in host.stages().items():
+        where = "in `all` after " + (group.after or "the last stage") if group.in_all else "not in `all`"
+        lines.append(f"  {stage}  (plugin {plugin}; {where})")
+        for mod in group.modules:
+            title = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+            lines.append(f"    {stage}/{Path(mod.__file__).stem.lstrip('_0123456789')}: {title}")
+    lines.append("")
+    lines.append("Options (set them in your MBP config file):")
+    for name, (plugin, opt) in host.options().items():
+        lines.append(f"  {name}: {_type_name(opt.annotation)} = {opt.default!r}")
+        lines.append(f"      {opt.doc}")
+    print("\n".join(lines))
+    return 0
+
+
+def _type_name(annotation: object) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    if text is None:
+        text = repr(annotation)
+    for junk in ("typing.", "collections.abc.", "annotated_types."):
+        text = text.replace(junk, "")
+    return text
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo dataset and run the full pipeline on it."""
+    from .demo import make_demo_dataset
+
+    root = Path(args.directory).expanduser().resolve()
+    if args.subjects < 1:
+        raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
+    t0 = time.time()
+    demo = make_demo_dataset(
+        root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite
+    )
+    print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
+    print(f"MBP config: {demo.config_path}")
+    if args.no_run:
+        return 0
+    run_args = [str(demo.config_path), "--steps", "all"]
+    if args.n_jobs:
+        run_args += ["--n_jobs", str(args.n_jobs)]
+    rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb))
+    if rc:
+        return rc
+    reports = sorted(Path(demo.deriv_root).glob("sub-*/**/*_report.html"))
+    print(f"Demo finished in {time.time() - t0:.0f} s.")
+    for report in reports:
+        print(f"Report: {report}")
+    return 0
+
+
+def sys_info(fid=None) -> None:
+    """Print the versions of everything that matters for this package."""
+    import importlib.metadata
+
+    fid = sys.stdout if fid is None else fid
+    print(f"Platform:   {platform.platform()}", file=fid)
+    print(f"Python:     {sys.version.split()[0]} ({sys.executable})", file=fid)
+    try:
+        import numpy as np
+
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        print(f"BLAS:       {blas.get('name', '?')} {blas.get('version', '')}", file=fid)
+    except Exception:  # pragma: no cover - numpy without show_config dicts
+        pass
+    print(f"CPUs:       {os.cpu_count()}", file=fid)
+    for name in SYS_INFO_PACKAGES:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"{name + ':':<21} {version}", file=fid)
+    xvfb = shutil.which("Xvfb")
+    print(f"{'Xvfb:':<21} {xvfb or 'not found'}", file=fid)
+
+
+def cmd_sys_info(args: argparse.Namespace) -> int:
+    sys_info()
+    return 0
+
+
+# ----------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p_run = sub.add_parser(
+        "run",
+        help="run MNE-BIDS-Pipeline with all MBP plugins (MBP arguments unchanged)",
+        description="Run MNE-BIDS-Pipeline with every installed MBP plugin. All "
+        "arguments after `run` go to mne_bids_pipeline unchanged (config, --steps, "
+        "--subject, --session, --n_jobs, --no-cache, --deriv_root, ...).",
+        add_help=False,
+    )
+    p_run.add_argument(
+        "--no-xvfb",
+        action="store_true",
+        help="do not start a virtual X display when none is set",
+    )
+    p_run.add_argument("mbp_args", nargs=argparse.REMAINDER)
+    p_run.set_defaults(func=cmd_run)
+
+    p_info = sub.add_parser(
+        "info", help="list plugins, stages, steps and every option with its default"
+    )
+    p_info.set_defaults(func=cmd_info)
+
+    p_demo = sub.add_parser(
+        "demo",
+        help="build the offline demo dataset and run the full pipeline on it",
+        description="Build the offline demo MEG dataset (BIDS raw data, FreeSurfer "
+        "subject, MBP config) in DIRECTORY and run MBP's `all` (which includes "
+        "the laminar stage), ending with the path of the HTML report.",
+    )
+    p_demo.add_argument("directory", nargs="?", default="mne-laminar-demo",
+                        help="where to write the demo (default: ./mne-laminar-demo)")
+    p_demo.add_argument("--subjects", type=int, default=1, help="number of subjects")
+    p_demo.add_argument("--seed", type=int, default=42, help="random seed")
+    p_demo.add_argument("--no-run", action="store_true", help="only write the data")
+    p_demo.add_argument("--n_jobs", type=int, default=None, help="MBP n_jobs")
+    p_demo.add_argument("--overwrite", action="store_true",
+                        help="rebuild the data even if the folder holds a demo")
+    p_demo.add_argument("--no-xvfb", action="store_true",
+                        help="do not start a virtual X display when none is set")
+    p_demo.set_defaults(func=cmd_demo)
+
+    p_sys = sub.add_parser("sys-info", help="print versions of everything that matters")
+    p_sys.set_defaults(func=cmd_sys_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `run` passes everything through, including -h and unknown options
+    if argv and argv[0] == "run":
+        known, rest = [], argv[1:]
+        while rest and rest[0] == "--no-xvfb":
+            known.append(rest.pop(0))
+        args = argparse.Namespace(
+            command="run", func=cmd_run, no_xvfb=bool(known), mbp_args=rest
+        )
+    else:
+        args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from .host import PluginError
+
+        if os.environ.get("MNE_LAMINAR_DEBUG") or os.environ.get(
+            "_MNE_BIDS_STUDY_TESTING", ""
+        ).lower() == "true":
+            raise
+        kind = "plugin error" if isinstance(exc, PluginError) else type(exc).__name__
+        print(f"{PROG}: {kind}: {exc}", file=sys.stderr)
+        print(f"(set MNE_LAMINAR_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

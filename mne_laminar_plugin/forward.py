@@ -1,0 +1,646 @@
+"""Computing the laminar leadfield: every layer of every column in one forward.
+
+The laminar source space is one discrete MNE source space holding all layers,
+layer-major (source ``l * n_columns + c`` is column ``c`` at depth ``l``), with
+the column orientations as ``nn``. One forward computation covers all layers,
+so the sensor set-up (MEG coil integration points, BEM potential solution) is
+done once.
+
+MNE drops sources outside the inner skull or closer than ``mindist`` to it,
+independently per source. That breaks the correspondence between layers (an
+outer layer loses columns that deeper layers keep), so before the forward the
+columns are tested in **every** layer and a column is dropped in all layers
+when any of its layers fails. The distance test is exact (point to triangle
+of the inner skull mesh, not MNE's point to nearest vertex), so it is never
+more lenient than MNE's own test; the count, the ids and the reason of every
+dropped column are recorded.
+
+Orientations
+    ``"fixed"``: one column per source, the projection of the free (x, y, z)
+    leadfield on the source's orientation (rotated into the head frame), which
+    is what :func:`mne.convert_forward_solution` with ``force_fixed=True``
+    gives for a discrete source space whose ``nn`` are the orientations.
+    ``"free"``: MNE's basis, three columns per source (source-major, x/y/z of
+    the **head** coordinate frame): ``Q_basis`` is the identity per source.
+
+Units here are MNE's SI units (T/(A·m), T/(m·A·m), V/(A·m)); the conversion to
+fT/nAm, fT/cm/nAm and µV/nAm happens once, in :mod:`mne_laminar_plugin.leadfield`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mne.io.constants import FIFF
+from mne.utils import _check_option, _validate_type, logger, verbose, warn
+
+ENGINES = ("mne", "fast")
+ORIENTATION_TYPES = ("fixed", "free")
+
+#: Reasons recorded for dropped columns.
+REASON_OUTSIDE = "outside the inner skull"
+REASON_MINDIST = "closer than mindist to the inner skull"
+REASON_ZERO_ORI = "zero-length or non-finite orientation"
+REASON_NONFINITE = "non-finite position"
+REASON_MNE = "dropped by MNE's forward (outside the inner skull by MNE's test)"
+
+
+@dataclass
+class LaminarForward:
+    """A laminar leadfield in MNE's SI units, as computed.
+
+    Attributes
+    ----------
+    gain : ndarray, shape (n_channels, n_sources) | (n_channels, 3 * n_sources)
+        SI units. Fixed: one column per source. Free: three columns per
+        source (source-major, x/y/z of the head frame).
+    orientation_type : "fixed" | "free"
+    info : mne.Info
+        Measurement info of the rows, in row order (MEG then EEG, like MNE).
+    mri_head_t : mne.transforms.Transform
+        MRI -> head transform used.
+    n_layers : int
+    n_columns : int
+        Number of columns of the input surfaces (before dropping).
+    columns : ndarray of int, shape (n_kept,)
+        Kept column ids (indices into the input columns), increasing.
+    rr_mri, nn_mri : ndarray, shape (n_sources, 3)
+        Source positions (m) and unit orientations in the MRI frame,
+        layer-major over the kept columns.
+    dropped : dict
+        ``{"columns": ndarray of ids, "reasons": list of str}``, one reason per
+        dropped column, plus ``"counts"`` per reason.
+    engine, mindist, conductor : as used (``conductor`` describes the BEM).
+    hemi, vertno : ndarray | None, shape (n_columns,)
+        Hemisphere and FreeSurfer vertex of every input column, if known.
+    timings : dict
+        Seconds spent in the column check and in the forward.
+    """
+
+    gain: np.ndarray
+    orientation_type: str
+    info: Any
+    mri_head_t: Any
+    n_layers: int
+    n_columns: int
+    columns: np.ndarray
+    rr_mri: np.ndarray
+    nn_mri: np.ndarray
+    dropped: dict
+    engine: str
+    mindist: float
+    conductor: str
+    hemi: np.ndarray | None = None
+    vertno: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ch_names(self) -> list[str]:
+        return list(self.info["ch_names"])
+
+    @property
+    def n_sources(self) -> int:
+        return self.n_layers * len(self.columns)
+
+    @property
+    def layer(self) -> np.ndarray:
+        """Layer of every source (layer-major)."""
+        return np.repeat(np.arange(self.n_layers), len(self.columns))
+
+    @property
+    def column(self) -> np.ndarray:
+        """Column id of every source (layer-major)."""
+        return np.tile(self.columns, self.n_layers)
+
+    @property
+    def rr_head(self) -> np.ndarray:
+        from mne.transforms import apply_trans
+
+        return apply_trans(self.mri_head_t, self.rr_mri)
+
+    @property
+    def nn_head(self) -> np.ndarray:
+        return self.nn_mri @ self.mri_head_t["trans"][:3, :3].T
+
+
+# ------------------------------------------------------------------ inputs
+def _get_mri_head_t(trans):
+    """MRI -> head Transform from a path, a Transform, 'fsaverage' or 'identity'."""
+    from mne.transforms import Transform, _get_trans
+
+    if isinstance(trans, str) and trans == "identity":
+        return Transform("mri", "head"), "identity"
+    if trans is None:
+        raise ValueError(
+            "trans is required: give a head<->MRI transform file (-trans.fif), "
+            "a mne.transforms.Transform, 'fsaverage', or 'identity' when the MRI "
+            "and head frames coincide."
+        )
+    _validate_type(trans, ("path-like", Transform, str), "trans")
+    if isinstance(trans, str | os.PathLike) and trans != "fsaverage":
+        if not Path(trans).is_file():
+            raise FileNotFoundError(f"trans file not found: {trans}")
+    mri_head_t, desc = _get_trans(trans, "mri", "head")
+    return mri_head_t, str(desc)
+
+
+def _get_bem(bem):
+    """A ConductorModel (BEM solution or sphere) from a path or an instance."""
+    import mne
+    from mne.bem import ConductorModel
+
+    _validate_type(bem, ("path-like", ConductorModel), "bem")
+    if not isinstance(bem, ConductorModel):
+        path = Path(bem)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"BEM solution file not found: {path} (make it with "
+                "mne.make_bem_solution, or MBP's step source/make_bem_solution)"
+            )
+        try:
+            return mne.read_bem_solution(path, verbose=False), str(path)
+        except Exception as exc:
+            raise ValueError(
+                f"Could not read {path} as a BEM solution (-bem-sol.fif); a BEM "
+                f"model without solution must go through mne.make_bem_solution "
+                f"first. MNE said: {exc}"
+            ) from exc
+    if not bem["is_sphere"] and "solution" not in bem:
+        raise ValueError(
+            "bem is a BEM model without a solution; call mne.make_bem_solution(bem)"
+        )
+    return bem, "sphere model" if bem["is_sphere"] else "instance of ConductorModel"
+
+
+def _get_info(info):
+    import mne
+
+    _validate_type(info, ("path-like", mne.Info), "info")
+    if isinstance(info, mne.Info):
+        return info, "instance of Info"
+    path = Path(info)
+    if not path.is_file():
+        raise FileNotFoundError(f"Measurement info file not found: {path}")
+    return mne.io.read_info(path, verbose=False), str(path)
+
+
+def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
+    """Rows of a forward in MNE's order: MEG (no references) first, then EEG."""
+    import mne
+
+    picks = []
+    if meg:
+        picks.append(mne.pick_types(info, meg=True, ref_meg=False, exclude=[]))
+    if eeg:
+        picks.append(mne.pick_types(info, meg=False, eeg=True, exclude=[]))
+    picks = np.concatenate(picks) if picks else np.zeros(0, int)
+    if len(picks) == 0:
+        raise ValueError(
+            f"No {'MEG' if meg else ''}{'/' if meg and eeg else ''}"
+            f"{'EEG' if eeg else ''} channels in the measurement info "
+            f"(channels: {info['ch_names'][:5]}...)"
+        )
+    return picks.astype(int)
+
+
+def _surface_arrays(surfaces):
+    """Layers (L, C, 3) and orientations (L, C, 3) from a LaminarSurfaces-like."""
+    for attr in ("layers", "orientations"):
+        if not hasattr(surfaces, attr):
+            raise TypeError(
+                f"surfaces must be a LaminarSurfaces (or have a {attr!r} "
+                f"attribute), got {type(surfaces).__name__}"
+            )
+    layers = np.asarray(surfaces.layers, dtype=np.float64)
+    if layers.ndim != 3 or layers.shape[-1] != 3 or layers.shape[0] < 1:
+        raise ValueError(
+            f"surfaces.layers must have shape (n_layers, n_columns, 3), got "
+            f"{layers.shape}"
+        )
+    ori = np.asarray(surfaces.orientations, dtype=np.float64)
+    if ori.shape == layers.shape[1:]:
+        ori = np.broadcast_to(ori, layers.shape)
+    elif ori.shape != layers.shape:
+        raise ValueError(
+            f"surfaces.orientations must have shape (n_columns, 3) = "
+            f"{layers.shape[1:]} or (n_layers, n_columns, 3) = {layers.shape}, "
+            f"got {ori.shape}"
+        )
+    hemi = getattr(surfaces, "hemi", None)
+    vertno = getattr(surfaces, "vertno", None)
+    n_col = layers.shape[1]
+    hemi = None if hemi is None else np.asarray(hemi)
+    vertno = None if vertno is None else np.asarray(vertno)
+    if hemi is not None and hemi.shape != (n_col,):
+        hemi = None
+    if vertno is not None and vertno.shape != (n_col,):
+        vertno = None
+    return layers, ori, hemi, vertno
+
+
+# ----------------------------------------------------- point-to-surface tests
+def _point_segment_dist2(p, u, v):
+    d = v - u
+    t = np.einsum("ij,ij->i", p - u, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-300)
+    t = np.clip(t, 0.0, 1.0)
+    diff = p - (u + t[:, None] * d)
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def point_triangle_distance(p, a, b, c):
+    """Exact distance from points to triangles (paired row by row).
+
+    Parameters
+    ----------
+    p, a, b, c : ndarray, shape (n, 3)
+        Points and triangle corners.
+
+    Returns
+    -------
+    dist : ndarray, shape (n,)
+    """
+    ab, ac = b - a, c - a
+    n = np.cross(ab, ac)
+    nn2 = np.einsum("ij,ij->i", n, n)
+    ap = p - a
+    # barycentric coordinates of the projection of p on the triangle's plane
+    d00 = np.einsum("ij,ij->i", ab, ab)
+    d01 = np.einsum("ij,ij->i", ab, ac)
+    d11 = np.einsum("ij,ij->i", ac, ac)
+    d20 = np.einsum("ij,ij->i", ap, ab)
+    d21 = np.einsum("ij,ij->i", ap, ac)
+    denom = np.where(nn2 > 0, d00 * d11 - d01 * d01, 1.0)
+    v = (d11 * d20 - d01 * d21) / denom
+    w = (d00 * d21 - d01 * d20) / denom
+    inside = (nn2 > 0) & (v >= 0) & (w >= 0) & (v + w <= 1)
+    plane2 = np.einsum("ij,ij->i", ap, n) ** 2 / np.where(nn2 > 0, nn2, 1.0)
+    edge2 = np.minimum(
+        np.minimum(_point_segment_dist2(p, a, b), _point_segment_dist2(p, b, c)),
+        _point_segment_dist2(p, c, a),
+    )
+    return np.sqrt(np.where(inside, plane2, edge2))
+
+
+def surface_distance_below(points, surf, limit, *, chunk=200_000):
+    """Which points are closer than ``limit`` (m) to a triangulated surface.
+
+    Exact (point to triangle). A KD-tree on the vertices gives the nearest
+    vertex distance ``d_v``; since a triangle lies inside the ball of radius
+    ``L`` (its longest edge) around each of its corners, the true distance is
+    at least ``d_v - L`` and only points with ``d_v - L < limit`` are tested
+    against the triangles having a corner within ``limit + L``.
+
+    Returns
+    -------
+    close : ndarray of bool, shape (n_points,)
+    dist : ndarray, shape (n_points,)
+        The exact distance where tested, else the lower bound ``d_v - L``
+        (which is >= limit).
+    """
+    from scipy import sparse
+    from scipy.spatial import cKDTree
+
+    rr, tris = np.asarray(surf["rr"], float), np.asarray(surf["tris"], int)
+    points = np.asarray(points, float)
+    close = np.zeros(len(points), bool)
+    if len(points) == 0 or limit <= 0:
+        return close, np.full(len(points), np.inf)
+    edges = np.concatenate(
+        [rr[tris[:, 1]] - rr[tris[:, 0]], rr[tris[:, 2]] - rr[tris[:, 1]],
+         rr[tris[:, 0]] - rr[tris[:, 2]]]
+    )  # fmt: skip
+    max_edge = float(np.sqrt((edges**2).sum(1)).max())
+    tree = cKDTree(rr)
+    d_v, _ = tree.query(points)
+    dist = d_v - max_edge
+    cand = np.flatnonzero(dist < limit)
+    if len(cand) == 0:
+        return close, dist
+    n_tri = len(tris)
+    incidence = sparse.csr_matrix(
+        (np.ones(3 * n_tri, bool), (tris.ravel(), np.repeat(np.arange(n_tri), 3))),
+        shape=(len(rr), n_tri),
+    )
+    # process candidate points in blocks bounded by the number of pairs
+    step = max(1, chunk // 64)
+    for start in range(0, len(cand), step):
+        idx = cand[start : start + step]
+        near = tree.query_ball_point(points[idx], limit + max_edge)
+        lens = np.fromiter((len(n_) for n_ in near), int, len(near))
+        rows = np.repeat(np.arange(len(idx)), lens)
+        cols = np.fromiter((v for n_ in near for v in n_), int, lens.sum())
+        pv = sparse.csr_matrix(
+            (np.ones(len(rows), bool), (rows, cols)), shape=(len(idx), len(rr))
+        )
+        pt = (pv @ incidence).tocoo()
+        pi, ti = pt.row, pt.col
+        dmin = np.full(len(idx), np.inf)
+        if len(pi):
+            d = point_triangle_distance(
+                points[idx[pi]], rr[tris[ti, 0]], rr[tris[ti, 1]], rr[tris[ti, 2]]
+            )
+            np.minimum.at(dmin, pi, d)
+        # points with no triangle within limit + L are farther than limit
+        dmin = np.where(np.isfinite(dmin), dmin, np.maximum(dist[idx], limit))
+        dist[idx] = dmin
+        close[idx] = dmin < limit
+    return close, dist
+
+
+@verbose
+def check_columns(layers_mri, bem, mri_head_t, mindist, *, verbose=None):
+    """Which columns pass the inner-skull tests in every layer.
+
+    Parameters
+    ----------
+    layers_mri : ndarray, shape (n_layers, n_columns, 3)
+        Positions in metres, MRI (surface RAS) frame.
+    bem : ConductorModel
+        BEM solution (its inner skull surface, MRI frame) or sphere model
+        (its innermost shell, head frame).
+    mri_head_t : Transform
+        MRI -> head.
+    mindist : float
+        Minimum distance (mm) of every layer to the inner skull.
+
+    Returns
+    -------
+    reasons : ndarray of object, shape (n_columns,)
+        ``None`` for kept columns, else the reason the column is dropped
+        (the first failing test over all layers: outside, then mindist).
+    """
+    from mne.bem import _bem_find_surface
+    from mne.surface import _CheckInside
+    from mne.transforms import apply_trans
+
+    n_layers, n_col, _ = layers_mri.shape
+    pts = layers_mri.reshape(-1, 3)
+    reasons = np.full(n_col, None, object)
+    finite = np.isfinite(pts).all(1).reshape(n_layers, n_col).all(0)
+    reasons[~finite] = REASON_NONFINITE
+    pts = np.where(np.isfinite(pts), pts, 0.0)
+    limit = float(mindist) / 1000.0
+    if bem["is_sphere"]:
+        if not len(bem["layers"]):
+            return reasons  # MEG-only sphere: no inner skull to test against
+        r0, rad = np.asarray(bem["r0"], float), float(bem["layers"][0]["rad"])
+        radius = np.linalg.norm(apply_trans(mri_head_t, pts) - r0, axis=1)
+        inside = radius <= rad
+        close = inside & (rad - radius < limit)
+    else:
+        surf = _bem_find_surface(bem, "inner_skull")
+        if surf["coord_frame"] == FIFF.FIFFV_COORD_HEAD:
+            pts = apply_trans(mri_head_t, pts)
+        inside = _CheckInside(surf, verbose=False)(pts, verbose=False)
+        close = np.zeros_like(inside)
+        if limit > 0:
+            idx = np.flatnonzero(inside)
+            close[idx] = surface_distance_below(pts[idx], surf, limit)[0]
+    inside = inside.reshape(n_layers, n_col).all(0)
+    close = close.reshape(n_layers, n_col).any(0)
+    keep = reasons == None  # noqa: E711
+    reasons[keep & ~inside] = REASON_OUTSIDE
+    reasons[keep & inside & close] = REASON_MINDIST
+    return reasons
+
+
+# ------------------------------------------------------------------ engines
+def _fast_engine():
+    try:
+        from . import engine as _engine
+    except ImportError as exc:
+        raise RuntimeError(
+            "engine='fast' needs mne_laminar_plugin.engine, which could not be "
+            f"imported ({exc}); use engine='mne'."
+        ) from exc
+    if not callable(getattr(_engine, "compute_gain", None)):
+        raise RuntimeError(
+            "engine='fast' needs mne_laminar_plugin.engine.compute_gain, which is "
+            "not available in this installation; use engine='mne'."
+        )
+    return _engine.compute_gain
+
+
+def project_fixed(gain_free, nn, *, dtype=np.float64, max_bytes=2**27):
+    """Fixed-orientation gain from a free (x, y, z) gain.
+
+    Parameters
+    ----------
+    gain_free : ndarray, shape (n_channels, 3 * n_sources)
+        Source-major, x/y/z-minor columns (MNE's free layout).
+    nn : ndarray, shape (n_sources, 3)
+        Unit orientations in the frame of the free components.
+    dtype : dtype
+        Output dtype.
+    max_bytes : int
+        Size of the blocks of the free gain processed at once.
+
+    Returns
+    -------
+    gain : ndarray, shape (n_channels, n_sources)
+        ``gain[:, i] = gain_free[:, 3i:3i+3] @ nn[i]``.
+    """
+    n_ch = gain_free.shape[0]
+    n_src = nn.shape[0]
+    if gain_free.shape[1] != 3 * n_src:
+        raise ValueError(
+            f"free gain has {gain_free.shape[1]} columns, expected 3 * {n_src}"
+        )
+    out = np.empty((n_ch, n_src), dtype)
+    step = max(1, int(max_bytes // (24 * max(n_ch, 1))))
+    for start in range(0, n_src, step):
+        stop = min(start + step, n_src)
+        blk = gain_free[:, 3 * start : 3 * stop].reshape(n_ch, stop - start, 3)
+        out[:, start:stop] = np.einsum("csk,sk->cs", blk, nn[start:stop])
+    return out
+
+
+def _forward_mne(info, mri_head_t, bem, rr, nn, *, meg, eeg, n_jobs, subject):
+    """MNE's forward on one discrete space; returns (free gain, kept idx, info)."""
+    import mne
+
+    src = mne.setup_volume_source_space(
+        subject=subject, pos=dict(rr=rr, nn=nn.copy()), verbose=False
+    )
+    # our column test is stricter than MNE's (exact distance), so mindist=0 here
+    fwd = mne.make_forward_solution(
+        info, mri_head_t, src, bem, meg=meg, eeg=eeg, mindist=0.0, n_jobs=n_jobs
+    )
+    kept = np.asarray(fwd["src"][0]["vertno"])
+    gain = fwd["sol"]["data"]
+    fwd_info = fwd["info"]
+    fwd["_orig_sol"] = None  # MNE keeps a second copy of the gain
+    fwd["sol"]["data"] = None
+    del fwd
+    return gain, kept, fwd_info
+
+
+@verbose
+def compute_laminar_forward(
+    surfaces,
+    info,
+    trans,
+    bem,
+    *,
+    orientation_type="fixed",
+    mindist=5.0,
+    engine="mne",
+    meg=True,
+    eeg=True,
+    dtype=np.float64,
+    subject=None,
+    n_jobs=None,
+    verbose=None,
+) -> LaminarForward:
+    """Compute the laminar leadfield of every layer in one forward computation.
+
+    Parameters
+    ----------
+    surfaces : LaminarSurfaces
+        Or any object with ``layers`` (n_layers, n_columns, 3) in metres, MRI
+        surface-RAS frame, and ``orientations`` (n_columns, 3) or
+        (n_layers, n_columns, 3); optional ``hemi`` and ``vertno``.
+    info : path-like | mne.Info
+        Measurement info (FIF file or instance) with the sensor definitions.
+    trans : path-like | mne.transforms.Transform | "fsaverage" | "identity"
+        Head <-> MRI transform.
+    bem : path-like | mne.bem.ConductorModel
+        BEM solution (``-bem-sol.fif``) or sphere model.
+    orientation_type : "fixed" | "free"
+        Fixed: projection of the free leadfield on each source's orientation.
+        Free: x/y/z of the head frame, three columns per source.
+    mindist : float
+        Columns with any layer closer than this (mm) to the inner skull, or
+        outside it, are dropped in every layer.
+    engine : "mne" | "fast"
+        ``"mne"``: :func:`mne.make_forward_solution`. ``"fast"``: this
+        package's engine (:mod:`mne_laminar_plugin.engine`), if installed.
+    meg, eeg : bool
+        Include MEG / EEG channels.
+    dtype : dtype
+        float64 or float32 for the returned gain.
+    subject : str | None
+        FreeSurfer subject name stored in the source space.
+    n_jobs : int | None
+        Passed to the engine.
+    %(verbose)s
+
+    Returns
+    -------
+    fwd : LaminarForward
+        The SI gain with its channel info, kept columns and dropped columns.
+    """
+    import mne
+
+    _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
+    _check_option("engine", engine, ENGINES)
+    _validate_type(mindist, "numeric", "mindist")
+    if mindist < 0:
+        raise ValueError(f"mindist must be >= 0 (mm), got {mindist}")
+    dtype = np.dtype(dtype)
+    _check_option("dtype", dtype.name, ("float64", "float32"))
+    compute_gain = _fast_engine() if engine == "fast" else None
+    t0 = time.perf_counter()
+    layers, ori, hemi, vertno = _surface_arrays(surfaces)
+    n_layers, n_col, _ = layers.shape
+    info, _ = _get_info(info)
+    mri_head_t, _ = _get_mri_head_t(trans)
+    bem, bem_desc = _get_bem(bem)
+    picks = fwd_channel_picks(info, meg=meg, eeg=eeg)
+
+    # --- columns: kept in all layers or dropped in all layers
+    norms = np.linalg.norm(ori, axis=-1)
+    bad_ori = (~np.isfinite(norms) | (norms < 1e-12)).any(0)
+    reasons = check_columns(layers, bem, mri_head_t, mindist, verbose=False)
+    reasons[(reasons == None) & bad_ori] = REASON_ZERO_ORI  # noqa: E711
+    kept_cols = np.flatnonzero(reasons == None)  # noqa: E711
+    if len(kept_cols) == 0:
+        raise RuntimeError(
+            f"No column of the {n_col} is inside the inner skull and at least "
+            f"{mindist} mm from it in every layer; check the trans and the BEM."
+        )
+    rr = layers[:, kept_cols].reshape(-1, 3)
+    nn = ori[:, kept_cols]
+    nn = (nn / np.linalg.norm(nn, axis=-1, keepdims=True)).reshape(-1, 3)
+    n_kept = len(kept_cols)
+    n_drop = n_col - n_kept
+    logger.info(
+        f"Laminar forward: {n_layers} layers x {n_kept} columns = {n_layers * n_kept}"
+        f" sources ({n_drop} column{'s' if n_drop != 1 else ''} dropped), "
+        f"{len(picks)} channels, engine {engine!r}"
+    )
+    t_check = time.perf_counter() - t0
+
+    # --- the forward
+    t1 = time.perf_counter()
+    nn_head = nn @ mri_head_t["trans"][:3, :3].T
+    if engine == "mne":
+        gain, kept_src, fwd_info = _forward_mne(
+            info, mri_head_t, bem, rr, nn, meg=meg, eeg=eeg, n_jobs=n_jobs,
+            subject=subject,
+        )  # fmt: skip
+        want = [info["ch_names"][p] for p in picks]
+        if fwd_info["ch_names"] != want:
+            order = [fwd_info["ch_names"].index(name) for name in want]
+            gain = gain[order]
+        fwd_info = mne.pick_info(info, picks)
+        if len(kept_src) < len(rr):
+            # MNE dropped sources we kept: drop their whole column
+            mask = np.zeros(len(rr), bool)
+            mask[kept_src] = True
+            col_ok = mask.reshape(n_layers, n_kept).all(0)
+            reasons[kept_cols[~col_ok]] = REASON_MNE
+            src_ok = np.tile(col_ok, n_layers)[kept_src]
+            gain = gain.reshape(len(picks), -1, 3)[:, src_ok].reshape(len(picks), -1)
+            kept_cols = kept_cols[col_ok]
+            n_kept = len(kept_cols)
+            keep_src = np.tile(col_ok, n_layers)
+            rr, nn, nn_head = rr[keep_src], nn[keep_src], nn_head[keep_src]
+        if orientation_type == "fixed":
+            gain = project_fixed(gain, nn_head, dtype=dtype)
+        elif gain.dtype != dtype:
+            gain = gain.astype(dtype)
+    else:
+        fwd_info = mne.pick_info(info, picks)
+        gain = compute_gain(
+            fwd_info, mri_head_t, bem, rr,
+            nn if orientation_type == "fixed" else None,
+            meg=meg, eeg=eeg, n_jobs=n_jobs, dtype=dtype,
+        )  # fmt: skip
+        n_expect = len(rr) * (1 if orientation_type == "fixed" else 3)
+        if gain.shape != (len(picks), n_expect):
+            raise RuntimeError(
+                f"engine 'fast' returned a gain of shape {gain.shape}, expected "
+                f"{(len(picks), n_expect)}"
+            )
+        gain = np.asarray(gain, dtype=dtype)
+    t_fwd = time.perf_counter() - t1
+
+    dropped_ids = np.flatnonzero(reasons != None)  # noqa: E711
+    dropped_reasons = [str(r) for r in reasons[dropped_ids]]
+    counts = {r: dropped_reasons.count(r) for r in dict.fromkeys(dropped_reasons)}
+    for reason, count in counts.items():
+        logger.info(f"    {count} column(s) dropped: {reason}")
+    return LaminarForward(
+        gain=gain,
+        orientation_type=orientation_type,
+        info=fwd_info,
+        mri_head_t=mri_head_t,
+        n_layers=n_layers,
+        n_columns=n_col,
+        columns=kept_cols,
+        rr_mri=rr,
+        nn_mri=nn,
+        dropped=dict(columns=dropped_ids, reasons=dropped_reasons, counts=counts),
+        engine=engine,
+        mindist=float(mindist),
+        conductor=bem_desc,
+        hemi=hemi,
+        vertno=vertno,
+        timings=dict(column_check=t_check, forward=t_fwd),
+    )
