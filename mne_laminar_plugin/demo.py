@@ -432,7 +432,7 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     stim = mne.pick_types(info, meg=False, stim=True)[0]
     data[stim, onsets] = 1.0
     raw = mne.io.RawArray(data, info, verbose="error")
-    cov = mne.make_ad_hoc_cov(raw.info, std=dict(mag=25e-15, grad=6e-13), verbose="error")
+    cov = mne.make_ad_hoc_cov(raw.info, std=dict(mag=12e-15, grad=3e-13), verbose="error")
     mne.simulation.add_noise(
         raw, cov, iir_filter=[0.2, -0.2, 0.04], random_state=seed, verbose="error"
     )
@@ -488,7 +488,7 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
-    stamp = dict(n_subjects=n_subjects, seed=seed, version=1)
+    stamp = dict(n_subjects=n_subjects, seed=seed, version=2)
     if not overwrite and truth_path.is_file() and config_path.is_file():
         have = json.loads(truth_path.read_text())
         if have.get("stamp") == stamp:
@@ -558,7 +558,7 @@ def make_demo_dataset(
             fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
             fwd = mne.convert_forward_solution(fwd, force_fixed=True, surf_ori=True)
             gain = fwd["sol"]["data"]
-            amplitude = float(rng.uniform(40e-9, 60e-9))
+            amplitude = float(rng.uniform(60e-9, 80e-9))
             raw, events = _simulate_raw(info, gain, amplitude, rng, sub_seed % (2**31))
             raw.set_meas_date(None)
 

@@ -36,7 +36,7 @@ OPTIONS: dict[str, ConfigOption] = {
         "mne-laminar",
         "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
     ),
-    "laminar_offline": ConfigOption(
+    "laminar_offline_mode": ConfigOption(
         bool,
         False,
         "Never download: MBP's source/_99_group_average (which fetches "
@@ -137,6 +137,27 @@ OPTIONS: dict[str, ConfigOption] = {
         None,
         "Weights of the z-scored predictors in the anatomical score (None: "
         "all 1; keys thickness, lf_rms_diff, radiality, distance).",
+    ),
+    "laminar_predictors_whiten": ConfigOption(
+        bool,
+        True,
+        "Compute lf_rms_diff on the noise-whitened leadfield when MBP's noise "
+        "covariance (sub-XX_proc-clean_cov.fif) exists; False (or no covariance): "
+        "one channel type, laminar_predictors_ch_type.",
+    ),
+    "laminar_predictors_ch_type": ConfigOption(
+        Literal["auto", "mag", "grad", "eeg"],
+        "auto",
+        "Channel type of lf_rms_diff without whitening (raw units of different "
+        "types are never summed); 'auto': mag if present (CTF axial gradiometers "
+        "are 'mag' in MNE), else grad, else eeg.",
+    ),
+    "laminar_group_template": ConfigOption(
+        str,
+        "fsaverage",
+        "FreeSurfer template subject (in subjects_dir, never downloaded) the "
+        "group step maps every subject's score to (nearest vertex on "
+        "?h.sphere.reg); skipped with a message when it is missing.",
     ),
 }
 

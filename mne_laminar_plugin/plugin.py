@@ -29,11 +29,11 @@ def mbp_config_options() -> dict[str, ConfigOption]:
 
 @hookimpl
 def mbp_patch(mbp_version: str) -> None:
-    """Honour ``laminar_offline`` in MBP's source group average (MBP 1.10).
+    """Honour ``laminar_offline_mode`` in MBP's source group average (MBP 1.10).
 
     MBP 1.10's ``source/_99_group_average`` calls
     ``mne.datasets.fetch_fsaverage`` unconditionally, which downloads when
-    fsaverage is not complete in ``subjects_dir``. With ``laminar_offline``
+    fsaverage is not complete in ``subjects_dir``. With ``laminar_offline_mode``
     set, the step is skipped instead (with a log message). The step's
     ``main`` runs in the main process, so patching it here is enough.
     """
@@ -47,11 +47,11 @@ def mbp_patch(mbp_version: str) -> None:
         from mne_bids_pipeline._config_utils import get_fs_subjects_dir
         from mne_bids_pipeline._logging import gen_log_kwargs, logger
 
-        if getattr(config, "laminar_offline", False):
+        if getattr(config, "laminar_offline_mode", False):
             missing = fsaverage_missing(Path(get_fs_subjects_dir(config)))
             if missing:
                 msg = (
-                    "Skipping, laminar_offline is set and fsaverage is not complete "
+                    "Skipping, laminar_offline_mode is set and fsaverage is not complete "
                     f"in subjects_dir ({len(missing)} files missing, e.g. {missing[0]}) …"
                 )
                 logger.info(**gen_log_kwargs(message=msg, subject="average"))

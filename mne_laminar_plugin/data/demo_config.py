@@ -49,6 +49,6 @@ laminar_orientation_type = "fixed"
 laminar_rois = ("label/lh.demo_roi.label",)
 # The demo runs offline: MBP's source/_99_group_average would download
 # fsaverage; with this set it is skipped when fsaverage is not installed.
-laminar_offline = True
+laminar_offline_mode = True
 
 n_jobs = 1

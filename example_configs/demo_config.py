@@ -1,0 +1,54 @@
+"""MNE-BIDS-Pipeline config of the mne-laminar offline demo dataset.
+
+Written next to the data by ``mne-laminar demo DIR``; paths are relative to
+this file. Run it with ``mne-laminar run demo_config.py`` (every
+mne_bids_pipeline argument works, e.g. ``--steps laminar --n_jobs 2``).
+"""
+
+from pathlib import Path
+
+_here = Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------- dataset
+bids_root = _here / "bids"
+subjects_dir = bids_root / "derivatives" / "freesurfer" / "subjects"
+task = "demo"
+ch_types = ["meg"]
+data_type = "meg"
+
+# ---------------------------------------------------------- preprocessing
+use_maxwell_filter = False
+find_flat_channels_meg = False
+find_noisy_channels_meg = False
+l_freq = None
+h_freq = 40.0
+spatial_filter = None
+reject = None
+
+# --------------------------------------------------------- epochs, evoked
+conditions = ["stim"]
+epochs_tmin = -0.2
+epochs_tmax = 0.5
+baseline = (None, 0)
+decode = False
+
+# ----------------------------------------------------------------- source
+run_source_estimation = True
+spacing = "oct5"
+mindist = 5.0
+noise_cov = (None, 0)
+inverse_method = "dSPM"
+
+# ---------------------------------------------------------------- laminar
+laminar_n_layers = 11
+laminar_depth_method = "equidistant"
+laminar_column_spacing = "oct5"
+laminar_orientation = "link_vector"
+laminar_leadfield_mode = "simulate"
+laminar_orientation_type = "fixed"
+laminar_rois = ("label/lh.demo_roi.label",)
+# The demo runs offline: MBP's source/_99_group_average would download
+# fsaverage; with this set it is skipped when fsaverage is not installed.
+laminar_offline_mode = True
+
+n_jobs = 1

@@ -1,0 +1,46 @@
+"""Shared fixtures: the demo dataset (built once per session, offline)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MNE_BIDS_PIPELINE_FORCE_TERMINAL", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MNE_TQDM", "off")
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The offline demo dataset (1 subject), data only."""
+    from mne_laminar_plugin.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    return make_demo_dataset(root, n_subjects=1, seed=42)
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
+            timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run ``mne-laminar`` in a subprocess (as a user would) and capture output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "mne_laminar_plugin.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli
+
+
+REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,93 @@
+"""The ``mne-laminar`` command line: every subcommand, bad arguments."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+from mne_laminar_plugin.options import OPTIONS
+
+
+def test_help(cli):
+    res = cli("--help")
+    assert res.returncode == 0
+    for cmd in ("run", "info", "demo", "sys-info"):
+        assert cmd in res.stdout
+    for sub in ("info", "demo", "sys-info"):
+        res = cli(sub, "--help")
+        assert res.returncode == 0, res.stderr
+        assert f"mne-laminar {sub}" in res.stdout
+    res = cli("run", "--help")
+    assert res.returncode == 0
+    # MBP's own options are listed unchanged
+    for opt in ("--steps", "--subject", "--n_jobs", "--no-cache", "--deriv_root"):
+        assert opt in res.stdout
+
+
+def test_version(cli):
+    res = cli("--version")
+    assert res.returncode == 0
+    assert importlib.metadata.version("mne-laminar-plugin") in res.stdout
+
+
+def test_info_lists_everything(cli):
+    res = cli("info")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "laminar: 'mne_laminar_plugin.plugin'" in out
+    assert "laminar  (plugin laminar; in `all` after source)" in out
+    for step in ("laminar/layer_surfaces", "laminar/leadfield", "laminar/predictors"):
+        assert step in out
+    for name, opt in OPTIONS.items():
+        assert f"  {name}: " in out and f"= {opt.default!r}" in out
+        assert opt.doc[:40] in out
+
+
+def test_sys_info(cli):
+    res = cli("sys-info")
+    assert res.returncode == 0
+    for pkg in ("mne:", "mne-bids:", "mne-bids-pipeline:", "numpy:", "nibabel:"):
+        assert pkg in res.stdout
+    assert importlib.metadata.version("mne-bids-pipeline") in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (("bogus",), 2, "invalid choice: 'bogus'"),
+        ((), 2, "required: COMMAND"),
+        (("run", "no_such_config.py"), 2, "config file not found: 'no_such_config.py'"),
+        (("demo", "--subjects", "0", "--no-run", "x"), 2, "--subjects must be >= 1"),
+        (("demo", "--subjects", "two"), 2, "invalid int value: 'two'"),
+    ],
+)
+def test_bad_arguments(cli, tmp_path, args, code, message):
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == code
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_run_bad_step_is_an_error_not_a_traceback(cli, demo):
+    res = cli("run", str(demo.config_path), "--steps", "nonsense",
+              env={"_MNE_BIDS_STUDY_TESTING": "false"})
+    assert res.returncode == 1
+    assert "Invalid step requested: 'nonsense'" in res.stderr
+    assert "'laminar'" in res.stderr  # the valid stages include ours
+    assert "Traceback" not in res.stderr
+
+
+def test_plain_mbp_does_not_know_laminar(demo):
+    """The host is what adds the stage: plain MBP refuses it."""
+    import subprocess
+    import sys
+
+    # mne_bids_pipeline._main has no __main__ guard: call main() explicitly
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys; from mne_bids_pipeline._main import main; "
+         f"sys.argv=['mbp', {str(demo.config_path)!r}, '--steps', 'laminar']; main()"],
+        capture_output=True, text=True,
+    )
+    assert res.returncode != 0
+    assert "Invalid step requested: 'laminar'" in res.stderr
