@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("MNE_BIDS_PIPELINE_FORCE_TERMINAL", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MNE_TQDM", "off")
+# console scripts of this environment (bids-validator-deno, mne-laminar) on PATH
+# even when pytest is called by its full path without activating the venv
+_bin = str(Path(sys.executable).parent)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

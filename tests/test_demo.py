@@ -159,7 +159,7 @@ def test_evoked_response_comes_from_the_known_source(demo):
     corr = np.corrcoef(topo, peak)[0, 1]
     assert abs(corr) > 0.9, corr
     baseline_std = evoked.copy().crop(None, 0).data.std()
-    assert np.abs(peak).max() > 8 * baseline_std
+    assert np.abs(peak).max() > 5 * baseline_std
 
 
 def test_deterministic_and_cached(demo, tmp_path):
