@@ -249,3 +249,18 @@ def test_install_refuses_unsupported_mbp(monkeypatch, restore_mbp):
     monkeypatch.setattr(mne_bids_pipeline, "__version__", "1.12.0")
     with pytest.raises(PluginError, match="supports mne-bids-pipeline>=1.10,<1.11"):
         PluginHost().install()
+
+
+def test_example_laminar_options_config_is_valid(tmp_path, restore_mbp):
+    from mne_bids_pipeline._config_import import _import_config
+
+    repo = Path(__file__).resolve().parents[1]
+    snippet = (repo / "example_configs" / "laminar_options.py").read_text()
+    cfg_file = tmp_path / "config.py"
+    cfg_file.write_text(
+        f"bids_root = {str(tmp_path)!r}\nch_types = ['meg']\nconditions = ['stim']\n"
+        + snippet
+    )
+    PluginHost().install()
+    cfg = _import_config(config_path=cfg_file, add_all_tasks=False)
+    assert cfg.laminar_rois == ("aparc:lh.precentral", "label/lh.my_roi.label")

@@ -1,0 +1,25 @@
+"""Laminar options to add to an existing MNE-BIDS-Pipeline config file.
+
+Copy what you need into your MBP config and run it with
+``mne-laminar run config.py --steps all`` (or ``--steps laminar`` once MBP's
+source stage has run). ``mne-laminar info`` documents every option.
+"""
+
+# Layer surfaces: 11 equidistant layers, pial (0) to white (10), on an oct6
+# column grid with pial->white link-vector orientations (Bonaiuto et al.)
+laminar_n_layers = 11
+laminar_depth_method = "equidistant"  # or "equivolume" (Bok)
+laminar_column_spacing = "oct6"
+laminar_orientation = "link_vector"  # "surface_normal", "pial_normal"
+laminar_cortex_mask = "auto"  # ?h.cortex.label, else aparc "unknown", else thickness 0
+
+# Laminar leadfield: the MNE forward on every layer (MBP's BEM, trans, info)
+laminar_leadfield_mode = "simulate"  # "load" (from laminar_leadfield_dir), "random"
+laminar_orientation_type = "fixed"  # or "free"
+laminar_forward_engine = "fast"  # or "mne" (mne.make_forward_solution)
+laminar_skull_margin = None  # mm; None uses MBP's mindist
+
+# Anatomical predictors, score and priors
+laminar_scalp_mesh = "outer_skin"  # or "head" (bem/<subject>-head*.fif)
+laminar_rois = ("aparc:lh.precentral", "label/lh.my_roi.label")
+laminar_score_weights = None  # e.g. {"lf_rms_diff": 2.0}
