@@ -53,7 +53,9 @@ BIDSIGNORE = (
     "*_surf.json",
     "*_midthickness.json",
     "*_priors.json",
-    "group/",
+    # the group folder; bids-validator-deno 3.0 ignores a trailing-slash
+    # pattern ("group/") here but honours the bare name
+    "group",
 )
 
 #: ``desc-`` labels used by this package, documented in descriptions.tsv.
@@ -237,8 +239,13 @@ def ensure_derivative_dataset(
     source_name: str = "raw",
     source_relpath: str = "../..",
     descriptions: Mapping[str, str] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> Path:
     """Create or update the dataset-level files of the derivative dataset.
+
+    ``links`` adds ``DatasetLinks`` entries (e.g. ``{"freesurfer":
+    "../freesurfer"}`` for ``bids:freesurfer:...`` URIs in sidecars); links
+    already in the file are kept.
 
     ``dataset_description.json`` (DatasetType derivative, GeneratedBy whose
     first name ``mne-laminar`` is part of the folder name, SourceDatasets as
@@ -266,6 +273,10 @@ def ensure_derivative_dataset(
         "DatasetLinks": {source_name: source_relpath},
     }
     fname = root / "dataset_description.json"
+    if fname.exists() or links:
+        with contextlib.suppress(Exception):
+            have_links = read_json(fname).get("DatasetLinks", {}) if fname.exists() else {}
+            desc["DatasetLinks"] = {**have_links, **(links or {}), source_name: source_relpath}
     if not fname.exists() or read_json(fname) != json.loads(json.dumps(desc)):
         write_json(fname, desc)
     readme = root / "README.md"

@@ -28,6 +28,8 @@ Sarvas (1987) and the Berg-Scherg EEG sphere approximation.
 from __future__ import annotations
 
 import logging
+import os
+import time
 import types
 from copy import deepcopy
 from functools import lru_cache
@@ -38,8 +40,10 @@ from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbos
 
 __all__ = ["check_inside", "compute_gain", "compute_gain_mne", "gain_ch_names"]
 
+_TIMINGS = dict()  # cumulative seconds per phase (read by the benchmark)
 _MAG_FACTOR = 1e-7  # mu_0 / (4 pi), as mne.forward._compute_forward._MAG_FACTOR
-_CHUNK_BYTES = 48e6  # size of the per-chunk work buffer (infinite potentials)
+_CHUNK_BYTES = 48e6
+_N_NEAR = 16  # float32 output: nearest BEM nodes whose terms stay float64  # size of the per-chunk work buffer (infinite potentials)
 _RAY_EDGE_TOL = 1e-10  # relative (to the mesh extent squared) ambiguity tolerance
 _RAY_Z_TOL = 1e-9  # metres: points this close to a crossing use MNE's solid angles
 
@@ -108,9 +112,6 @@ def _k_inf_pots_free(mri_rr, a, nodes, out):  # pragma: no cover (numba)
         x = mri_rr[i, 0]
         y = mri_rr[i, 1]
         z = mri_rr[i, 2]
-        o0 = out[3 * i]
-        o1 = out[3 * i + 1]
-        o2 = out[3 * i + 2]
         for j in range(n_nodes):
             dx = nx[j] - x
             dy = ny[j] - y
@@ -119,49 +120,74 @@ def _k_inf_pots_free(mri_rr, a, nodes, out):  # pragma: no cover (numba)
             d3 = d2 * np.sqrt(d2)
             d3 = d3 if d3 != 0.0 else 1.0
             inv = 1.0 / d3
-            o0[j] = (a00 * dx + a01 * dy + a02 * dz) * inv
-            o1[j] = (a10 * dx + a11 * dy + a12 * dz) * inv
-            o2[j] = (a20 * dx + a21 * dy + a22 * dz) * inv
+            out[3 * i, j] = (a00 * dx + a01 * dy + a02 * dz) * inv
+            out[3 * i + 1, j] = (a10 * dx + a11 * dy + a12 * dz) * inv
+            out[3 * i + 2, j] = (a20 * dx + a21 * dy + a22 * dz) * inv
 
 
-def _k_prim_field(rr, q, rmag, cw, starts, out):  # pragma: no cover (numba)
+def _k_prim_fixed(rr, q, rmag, cw, out):  # pragma: no cover (numba)
     """Primary-current (infinite-medium) field at MEG coils, without mu0/4pi.
 
-    For dipole moment q at r and integration point (m, c, w) of a coil:
-    w (q x (m - r)) . c / |m - r|^3 = q . [w (m - r) x c / |m - r|^3], summed
-    over the coil's points (``starts`` delimits them); ``cw`` = w c.
-    out[n_ori i + k, coil] for q = q[i, k]. rmag and cw are (3, n_points).
+    For a dipole q at r and the integration points (m, c, w) of a coil, MNE's
+    field is sum_p w (q x (m - r)) . c / |m - r|^3 = sum_p (w c) . (q x d) / |d|^3
+    with d = m - r. Coils are grouped by their number of points P:
+    ``rmag`` and ``cw`` (= w c) are (3, P, n_coils) so the inner loop runs
+    over coils (contiguous, vectorised). out[i, coil] for q = q[i].
     """
     n_src = rr.shape[0]
-    n_ori = q.shape[1]
-    n_coils = starts.shape[0] - 1
-    mx = rmag[0]
-    my = rmag[1]
-    mz = rmag[2]
-    cx = cw[0]
-    cy = cw[1]
-    cz = cw[2]
+    n_pts = rmag.shape[1]
+    n_coils = rmag.shape[2]
+    for i in prange(n_src):  # noqa: F821
+        x = rr[i, 0]
+        y = rr[i, 1]
+        z = rr[i, 2]
+        qx = q[i, 0]
+        qy = q[i, 1]
+        qz = q[i, 2]
+        for c in range(n_coils):
+            out[i, c] = 0.0
+        for p in range(n_pts):
+            for c in range(n_coils):
+                dx = rmag[0, p, c] - x
+                dy = rmag[1, p, c] - y
+                dz = rmag[2, p, c] - z
+                d2 = dx * dx + dy * dy + dz * dz
+                d3 = d2 * np.sqrt(d2)
+                d3 = d3 if d3 != 0.0 else 1.0
+                ux = qy * dz - qz * dy
+                uy = qz * dx - qx * dz
+                uz = qx * dy - qy * dx
+                out[i, c] += (ux * cw[0, p, c] + uy * cw[1, p, c] + uz * cw[2, p, c]) / d3
+
+
+def _k_prim_free(rr, rmag, cw, out):  # pragma: no cover (numba)
+    """As _k_prim_fixed for the three head-frame axes: out[3 i + k, coil].
+
+    Component k of sum_p w (d x c) / |d|^3 (MNE's ``_bem_inf_fields``).
+    """
+    n_src = rr.shape[0]
+    n_pts = rmag.shape[1]
+    n_coils = rmag.shape[2]
     for i in prange(n_src):  # noqa: F821
         x = rr[i, 0]
         y = rr[i, 1]
         z = rr[i, 2]
         for c in range(n_coils):
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            for p in range(starts[c], starts[c + 1]):
-                dx = mx[p] - x
-                dy = my[p] - y
-                dz = mz[p] - z
+            out[3 * i, c] = 0.0
+            out[3 * i + 1, c] = 0.0
+            out[3 * i + 2, c] = 0.0
+        for p in range(n_pts):
+            for c in range(n_coils):
+                dx = rmag[0, p, c] - x
+                dy = rmag[1, p, c] - y
+                dz = rmag[2, p, c] - z
                 d2 = dx * dx + dy * dy + dz * dz
                 d3 = d2 * np.sqrt(d2)
                 d3 = d3 if d3 != 0.0 else 1.0
                 inv = 1.0 / d3
-                s0 += (dy * cz[p] - dz * cy[p]) * inv
-                s1 += (dz * cx[p] - dx * cz[p]) * inv
-                s2 += (dx * cy[p] - dy * cx[p]) * inv
-            for k in range(n_ori):
-                out[n_ori * i + k, c] = q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
+                out[3 * i, c] += (dy * cw[2, p, c] - dz * cw[1, p, c]) * inv
+                out[3 * i + 1, c] += (dz * cw[0, p, c] - dx * cw[2, p, c]) * inv
+                out[3 * i + 2, c] += (dx * cw[1, p, c] - dy * cw[0, p, c]) * inv
 
 
 def _k_lin_field_coeff(nodes, area_nn, rmag, cw, starts, out):  # pragma: no cover
@@ -171,6 +197,7 @@ def _k_lin_field_coeff(nodes, area_nn, rmag, cw, starts, out):  # pragma: no cov
     w c . ((m - r_j) x n_t) area_t / (3 |m - r_j|^3); the cross product is
     linear in n_t, so the sum is w c . ((m - r_j) x A_j) / |m - r_j|^3 with
     A_j = sum_t area_t n_t / 3 (``area_nn``, shape (n_nodes, 3)).
+    out[node, coil]; rmag and cw are (3, n_points), ``starts`` delimits coils.
     """
     n_nodes = nodes.shape[0]
     n_coils = starts.shape[0] - 1
@@ -200,64 +227,105 @@ def _k_lin_field_coeff(nodes, area_nn, rmag, cw, starts, out):  # pragma: no cov
                     + (dz * ax - dx * az) * cy[p]
                     + (dx * ay - dy * ax) * cz[p]
                 ) / d3
-            out[c, j] = s
+            out[j, c] = s
 
 
-def _k_sphere_field(rr, q, r0, pos, cosmag, w, starts, out):  # pragma: no cover
+def _k_sphere_fixed(rr, q, r0, pos, cosmag, w, out):  # pragma: no cover (numba)
     """Sarvas' field of a dipole in a conducting sphere (MNE's formulation).
 
-    Same expressions as MNE's ``_do_sphere_field``; the three components are
-    summed over each coil's points and then projected on the orientations.
-    ``pos`` are the integration points relative to r0, (3, n_points).
+    Same expressions as MNE's ``_do_sphere_field``, projected on q:
+    w (q . (r x c) / F + g q . (r x p)) = w ((q x r) . c / F + g (q x r) . p).
+    Coil-grouped layout as _k_prim_fixed: ``pos`` (relative to r0) and
+    ``cosmag`` are (3, P, n_coils), ``w`` is (P, n_coils).
     """
     n_src = rr.shape[0]
-    n_ori = q.shape[1]
-    n_coils = starts.shape[0] - 1
-    px = pos[0]
-    py = pos[1]
-    pz = pos[2]
-    cx = cosmag[0]
-    cy = cosmag[1]
-    cz = cosmag[2]
+    n_pts = pos.shape[1]
+    n_coils = pos.shape[2]
     for i in prange(n_src):  # noqa: F821
         x = rr[i, 0] - r0[0]
         y = rr[i, 1] - r0[1]
         z = rr[i, 2] - r0[2]
-        at_origin = np.sqrt(x * x + y * y + z * z) <= 1e-10
+        ux = q[i, 1] * z - q[i, 2] * y
+        uy = q[i, 2] * x - q[i, 0] * z
+        uz = q[i, 0] * y - q[i, 1] * x
         for c in range(n_coils):
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            if not at_origin:
-                for p in range(starts[c], starts[c + 1]):
-                    r = np.sqrt(px[p] * px[p] + py[p] * py[p] + pz[p] * pz[p])
-                    ax_ = px[p] - x
-                    ay_ = py[p] - y
-                    az_ = pz[p] - z
-                    a = np.sqrt(ax_ * ax_ + ay_ * ay_ + az_ * az_)
-                    rr0 = px[p] * x + py[p] * y + pz[p] * z
-                    ar = r * r - rr0
-                    ar0 = ar / a
-                    F = a * (r * a + ar)
-                    gr = (a * a) / r + ar0 + 2.0 * (a + r)
-                    g0 = a + 2 * r + ar0
-                    re = px[p] * cx[p] + py[p] * cy[p] + pz[p] * cz[p]
-                    r0e = x * cx[p] + y * cy[p] + z * cz[p]
-                    g = (g0 * r0e - gr * re) / (F * F)
-                    good = (a > 0) or (r > 0) or ((a * r) + 1 > 1e-5)
-                    wg = w[p] if good else 0.0
-                    # v1 = rr x cosmag, v2 = rr x pos
-                    v10 = y * cz[p] - z * cy[p]
-                    v11 = z * cx[p] - x * cz[p]
-                    v12 = x * cy[p] - y * cx[p]
-                    v20 = y * pz[p] - z * py[p]
-                    v21 = z * px[p] - x * pz[p]
-                    v22 = x * py[p] - y * px[p]
-                    s0 += wg * (v10 / F + v20 * g)
-                    s1 += wg * (v11 / F + v21 * g)
-                    s2 += wg * (v12 / F + v22 * g)
-            for k in range(n_ori):
-                out[n_ori * i + k, c] = q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
+            out[i, c] = 0.0
+        if np.sqrt(x * x + y * y + z * z) <= 1e-10:
+            continue  # dipole at the origin: no field (as MNE)
+        for p in range(n_pts):
+            for c in range(n_coils):
+                px = pos[0, p, c]
+                py = pos[1, p, c]
+                pz = pos[2, p, c]
+                cx = cosmag[0, p, c]
+                cy = cosmag[1, p, c]
+                cz = cosmag[2, p, c]
+                r = np.sqrt(px * px + py * py + pz * pz)
+                ax = px - x
+                ay = py - y
+                az = pz - z
+                a = np.sqrt(ax * ax + ay * ay + az * az)
+                rr0 = px * x + py * y + pz * z
+                ar = r * r - rr0
+                ar0 = ar / a
+                F = a * (r * a + ar)
+                gr = (a * a) / r + ar0 + 2.0 * (a + r)
+                g0 = a + 2 * r + ar0
+                re = px * cx + py * cy + pz * cz
+                r0e = x * cx + y * cy + z * cz
+                g = (g0 * r0e - gr * re) / (F * F)
+                good = (a > 0) or (r > 0) or ((a * r) + 1 > 1e-5)
+                wg = w[p, c] if good else 0.0
+                out[i, c] += wg * (
+                    (ux * cx + uy * cy + uz * cz) / F + g * (ux * px + uy * py + uz * pz)
+                )
+
+
+def _k_sphere_free(rr, r0, pos, cosmag, w, out):  # pragma: no cover (numba)
+    """As _k_sphere_fixed for the three head-frame axes: out[3 i + k, coil]."""
+    n_src = rr.shape[0]
+    n_pts = pos.shape[1]
+    n_coils = pos.shape[2]
+    for i in prange(n_src):  # noqa: F821
+        x = rr[i, 0] - r0[0]
+        y = rr[i, 1] - r0[1]
+        z = rr[i, 2] - r0[2]
+        for c in range(n_coils):
+            out[3 * i, c] = 0.0
+            out[3 * i + 1, c] = 0.0
+            out[3 * i + 2, c] = 0.0
+        if np.sqrt(x * x + y * y + z * z) <= 1e-10:
+            continue
+        for p in range(n_pts):
+            for c in range(n_coils):
+                px = pos[0, p, c]
+                py = pos[1, p, c]
+                pz = pos[2, p, c]
+                cx = cosmag[0, p, c]
+                cy = cosmag[1, p, c]
+                cz = cosmag[2, p, c]
+                r = np.sqrt(px * px + py * py + pz * pz)
+                ax = px - x
+                ay = py - y
+                az = pz - z
+                a = np.sqrt(ax * ax + ay * ay + az * az)
+                rr0 = px * x + py * y + pz * z
+                ar = r * r - rr0
+                ar0 = ar / a
+                F = a * (r * a + ar)
+                gr = (a * a) / r + ar0 + 2.0 * (a + r)
+                g0 = a + 2 * r + ar0
+                re = px * cx + py * cy + pz * cz
+                r0e = x * cx + y * cy + z * cz
+                g = (g0 * r0e - gr * re) / (F * F)
+                good = (a > 0) or (r > 0) or ((a * r) + 1 > 1e-5)
+                wg = w[p, c] if good else 0.0
+                f = wg / F
+                wgg = wg * g
+                # v1 = r x cosmag, v2 = r x pos
+                out[3 * i, c] += f * (y * cz - z * cy) + wgg * (y * pz - z * py)
+                out[3 * i + 1, c] += f * (z * cx - x * cz) + wgg * (z * px - x * pz)
+                out[3 * i + 2, c] += f * (x * cy - y * cx) + wgg * (x * py - y * px)
 
 
 def _k_eeg_sphere(rr, q, r0, pos, w, starts, rad, mu, lam, out):  # pragma: no cover
@@ -317,6 +385,39 @@ def _k_eeg_sphere(rr, q, r0, pos, w, starts, rad, mu, lam, out):  # pragma: no c
                     s2 += w[p] * v2
             for k in range(n_ori):
                 out[n_ori * i + k, c] = q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
+
+
+def _k_near_field(mri_rr, q, nodes, near, sol_T, v0, out):  # pragma: no cover
+    """Take the nearest BEM nodes out of a float32 product, in float64.
+
+    For float32 output the BEM correction v0 @ sol_T is a float32 product, but
+    for sources close to the surface it is many times larger than the final
+    field (it cancels most of the primary field), and its largest terms come
+    from the few nodes nearest to the source. Those terms are recomputed here
+    in float64 (out[dip] = sum_j v0_64[dip, j] sol_T[j]) and zeroed in the
+    float32 ``v0``. ``q`` is (n_src, n_ori, 3), MRI frame; ``near`` holds the
+    node indices (n_src, k).
+    """
+    n_src = mri_rr.shape[0]
+    n_ori = q.shape[1]
+    n_ch = sol_T.shape[1]
+    for i in prange(n_src):  # noqa: F821
+        for k in range(n_ori):
+            for c in range(n_ch):
+                out[n_ori * i + k, c] = 0.0
+        for jj in range(near.shape[1]):
+            j = near[i, jj]
+            dx = nodes[0, j] - mri_rr[i, 0]
+            dy = nodes[1, j] - mri_rr[i, 1]
+            dz = nodes[2, j] - mri_rr[i, 2]
+            d2 = dx * dx + dy * dy + dz * dz
+            d3 = d2 * np.sqrt(d2)
+            d3 = d3 if d3 != 0.0 else 1.0
+            for k in range(n_ori):
+                v = (q[i, k, 0] * dx + q[i, k, 1] * dy + q[i, k, 2] * dz) / d3
+                v0[n_ori * i + k, j] = 0.0
+                for c in range(n_ch):
+                    out[n_ori * i + k, c] += v * sol_T[j, c]
 
 
 def _k_ray_winding(pts, verts, tris, cell_start, cell_tris, grid, tol_e, tol_z, out):
@@ -384,33 +485,76 @@ def _k_ray_winding(pts, verts, tris, cell_start, cell_tris, grid, tol_e, tol_z, 
 _KERNELS = (
     "_k_inf_pots_fixed",
     "_k_inf_pots_free",
-    "_k_prim_field",
+    "_k_prim_fixed",
+    "_k_prim_free",
     "_k_lin_field_coeff",
-    "_k_sphere_field",
+    "_k_sphere_fixed",
+    "_k_sphere_free",
     "_k_eeg_sphere",
     "_k_ray_winding",
+    "_k_near_field",
 )
 
 
-@lru_cache(maxsize=2)
-def _get_kernels(parallel):
-    """Compile (or load from the on-disk cache) the kernels."""
+@lru_cache(maxsize=1)
+def _get_kernels():
+    """Compile (or load from numba's on-disk cache) the kernels.
+
+    They are compiled serial (``prange`` = ``range``) and release the GIL; the
+    engine splits each chunk over a pool of Python threads (_Threads). Unlike
+    numba's own parallel layer (OpenMP), idle pool threads do not spin, so
+    they do not steal cores from the multithreaded BLAS product that follows
+    each kernel, and the kernels are safe to call from any thread.
+    """
     import numba
 
-    suffix = "_par" if parallel else "_ser"
     glb = dict(globals())
-    glb["prange"] = numba.prange
+    glb["prange"] = range
     out = dict()
     for name in _KERNELS:
         f = globals()[name]
-        g = types.FunctionType(f.__code__, glb, name + suffix, f.__defaults__)
-        g.__qualname__ = name + suffix
+        g = types.FunctionType(f.__code__, glb, name, f.__defaults__)
+        g.__qualname__ = name
         g.__module__ = __name__
         g.__doc__ = f.__doc__
-        out[name[3:]] = numba.njit(
-            parallel=parallel, fastmath=set(_FASTMATH), nogil=True, cache=True
-        )(g)
+        out[name[3:]] = numba.njit(fastmath=set(_FASTMATH), nogil=True, cache=True)(g)
     return types.SimpleNamespace(**out)
+
+
+def _n_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+class _Threads:
+    """Split a range of sources over a few threads running GIL-free kernels."""
+
+    _pools = dict()
+
+    def __init__(self, n_threads):
+        self.n = max(1, int(n_threads))
+
+    def run(self, n, fun, min_per_thread=16):
+        """Call fun(a, b) on n_threads contiguous sub-ranges of range(n)."""
+        n_split = min(self.n, max(1, n // min_per_thread))
+        if n_split <= 1:
+            fun(0, n)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = self._pools.get(n_split)
+        if pool is None:
+            pool = self._pools[n_split] = ThreadPoolExecutor(
+                n_split, thread_name_prefix="laminar-engine"
+            )
+        edges = np.linspace(0, n, n_split + 1).round().astype(int)
+        futures = [
+            pool.submit(fun, a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a
+        ]
+        for fut in futures:
+            fut.result()
 
 
 # #############################################################################
@@ -432,6 +576,26 @@ def _coil_arrays(defs):
     return rmags, cosmags, ws, starts
 
 
+def _coil_groups(rmags, cw, starts):
+    """Group coils by number of integration points: [(coil_idx, rmag, cw)].
+
+    rmag and cw are (3, P, n_coils_in_group), the layout of _k_prim_*.
+    """
+    n_pts = np.diff(starts)
+    groups = list()
+    for n_p in np.unique(n_pts):
+        coils = np.flatnonzero(n_pts == n_p)
+        idx = starts[coils][np.newaxis, :] + np.arange(n_p)[:, np.newaxis]
+        groups.append(
+            (
+                coils,
+                np.ascontiguousarray(rmags[idx].transpose(2, 0, 1)),
+                np.ascontiguousarray(cw[idx].transpose(2, 0, 1)),
+            )
+        )
+    return groups
+
+
 def _post_matrix(sens):
     """Compensation and post-picks as one (n_coils, n_out) matrix, or None."""
     comp = sens.get("compensator", None)
@@ -445,7 +609,7 @@ def _post_matrix(sens):
     return np.ascontiguousarray(post)
 
 
-def _meg_bem_solution(bem, defs, mults, kernels):
+def _meg_bem_solution(bem, defs, mults, threads):
     """MEG field-computation matrix, equivalent to MNE's _bem_specify_coils.
 
     Returns (n_coils, n_nodes): field at each coil per unit infinite-medium
@@ -453,6 +617,7 @@ def _meg_bem_solution(bem, defs, mults, kernels):
     """
     from mne.transforms import apply_trans
 
+    kernels = _get_kernels()
     rmags, cosmags, ws, starts = _coil_arrays(defs)
     t = bem["head_mri_t"]["trans"]  # coils are in head coordinates
     rmag = _soa(apply_trans(t, rmags))
@@ -461,15 +626,20 @@ def _meg_bem_solution(bem, defs, mults, kernels):
     o1 = 0
     for surf, mult in zip(bem["surfs"], bem["field_mult"]):
         o2 = o1 + len(surf["rr"])
-        area_nn = np.zeros((len(surf["rr"]), 3))
+        nodes = np.ascontiguousarray(surf["rr"], float)
+        area_nn = np.zeros((len(nodes), 3))
         tri_w = surf["tri_nn"] * (surf["tri_area"][:, np.newaxis] / 3.0)
         for vi in range(3):
             np.add.at(area_nn, surf["tris"][:, vi], tri_w)
-        coeff = np.empty((len(defs), len(surf["rr"])))
-        kernels.lin_field_coeff(
-            np.ascontiguousarray(surf["rr"], float), area_nn, rmag, cw, starts, coeff
-        )
-        sol += np.dot(mult * coeff, bem["solution"][o1:o2])
+        coeff = np.empty((len(nodes), len(defs)))
+
+        def fun(a, b, nodes=nodes, area_nn=area_nn, coeff=coeff):
+            kernels.lin_field_coeff(
+                nodes[a:b], area_nn[a:b], rmag, cw, starts, coeff[a:b]
+            )
+
+        threads.run(len(nodes), fun)
+        sol += np.dot(mult * coeff.T, bem["solution"][o1:o2])
         o1 = o2
     sol *= mults
     return sol
@@ -493,9 +663,10 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
 
     mri_head_t, trans_name = _get_trans(trans)
     # An empty source space: MNE's own preparation (channel selection, coil and
-    # electrode definitions in head coordinates, compensation, BEM set-up and
-    # the sensors-inside-the-head check) without touching any source.
-    sensors, _, fwd_info, _, bem = _prepare_for_forward(
+    # electrode definitions in head coordinates with MNE's "accurate"
+    # integration points, compensation, BEM set-up and the
+    # sensors-inside-the-head check) without touching any source.
+    sensors, _, _, _, bem = _prepare_for_forward(
         SourceSpaces([]),
         mri_head_t,
         info,
@@ -506,8 +677,6 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
         meg=meg,
         eeg=eeg,
     )
-    del fwd_info
-    kernels = _get_kernels(True)
     ch_names = list()
     for key in ("meg", "eeg"):  # MNE's _FWD_ORDER: MEG rows, then EEG rows
         if key in sensors:
@@ -527,15 +696,18 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
         defs = sensors["meg"]["defs"]
         rmags, cosmags, ws, starts = _coil_arrays(defs)
         plan.meg_post = _post_matrix(sensors["meg"])
-        plan.meg_starts = starts
         plan.meg_n_coils = len(defs)
         if plan.is_sphere:
-            plan.meg_pos = _soa(rmags - bem["r0"])
-            plan.meg_cosmag = _soa(cosmags)
-            plan.meg_w = np.ascontiguousarray(ws, float)
+            # groups of (coils, pos - r0, cosmag, w)
+            plan.meg_groups = [
+                (coils, pos, cosm, np.ascontiguousarray(w[0]))
+                for (coils, pos, cosm), (_, w, _) in zip(
+                    _coil_groups(rmags - bem["r0"], cosmags, starts),
+                    _coil_groups(np.c_[ws, ws, ws], cosmags, starts),
+                )
+            ]
         else:
-            plan.meg_rmag = _soa(rmags)
-            plan.meg_cw = _soa(cosmags * ws[:, np.newaxis])
+            plan.meg_groups = _coil_groups(rmags, cosmags * ws[:, np.newaxis], starts)
     if plan.is_sphere:
         plan.r0 = np.array(bem["r0"], float)
         if plan.has_eeg:
@@ -568,7 +740,7 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
     rows = list()
     if plan.has_meg:
         logger.info("Composing the field computation matrix (fast engine)...")
-        sol = _meg_bem_solution(bem, sensors["meg"]["defs"], mults, kernels)
+        sol = _meg_bem_solution(bem, sensors["meg"]["defs"], mults, _Threads(_n_cpus()))
         if plan.meg_post is not None:
             sol = plan.meg_post.T @ sol
         rows.append(sol * _MAG_FACTOR)
@@ -584,87 +756,142 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
 # Per-chunk work
 
 
-def _orientations(plan, nn_head):
-    """Dipole orientations for a chunk (head frame, and MRI frame for BEM)."""
-    if nn_head is None:
-        return None, None
-    q_head = nn_head[:, np.newaxis, :]  # (n, 1, 3)
-    q_mri = None
-    if not plan.is_sphere:
-        # head direction e_k maps to mri_Q[k] in MRI (MNE: diff @ mri_Q.T)
-        q_mri = np.ascontiguousarray(nn_head @ plan.mri_Q)
-    return np.ascontiguousarray(q_head), q_mri
+def _add_time(key, dt):
+    _TIMINGS[key] = _TIMINGS.get(key, 0.0) + dt
 
 
-def _compute_chunk(plan, rr_head, nn_head, out_T, kernels, dtype, work=None):
+def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
     """Compute the gain of a chunk of sources into out_T (n_dip, n_ch), C order.
 
     ``out_T`` is the transpose of a column block of the (F-ordered) output.
+    Returns the work buffer for reuse.
     """
+    kernels = _get_kernels()
     n_src = len(rr_head)
     fixed = nn_head is not None
     n_ori = 1 if fixed else 3
     n_dip = n_ori * n_src
     assert out_T.shape == (n_dip, plan.n_ch)
-    q_head, q_mri = _orientations(plan, nn_head)
-    if q_head is None:
-        q_head = np.ascontiguousarray(np.broadcast_to(np.eye(3), (n_src, 3, 3)))
     rr_head = np.ascontiguousarray(rr_head, float)
+    nn_head = None if nn_head is None else np.ascontiguousarray(nn_head, float)
+    t0 = time.perf_counter()
+    meg_bufs = list()
+    if plan.has_meg:
+        meg_bufs = [np.empty((n_dip, len(g[0]))) for g in plan.meg_groups]
     if plan.is_sphere:
-        if plan.has_meg:
-            buf = np.empty((n_dip, plan.meg_n_coils))
-            kernels.sphere_field(
-                rr_head, q_head, plan.r0, plan.meg_pos, plan.meg_cosmag,
-                plan.meg_w, plan.meg_starts, buf,
-            )  # fmt: skip
-            buf *= _MAG_FACTOR
-            if plan.meg_post is not None:
-                buf = buf @ plan.meg_post
-            out_T[:, plan.meg_sl] = buf
+        eeg_buf = None
         if plan.has_eeg:
-            buf = np.empty((n_dip, plan.eeg_starts.shape[0] - 1))
-            kernels.eeg_sphere(
-                rr_head, q_head, plan.r0, plan.eeg_pos, plan.eeg_w, plan.eeg_starts,
-                plan.eeg_rad, plan.eeg_mu, plan.eeg_lambda, buf,
-            )  # fmt: skip
-            buf *= 0.25 / np.pi
-            out_T[:, plan.eeg_sl] = buf
-        return
-    # BEM: infinite-medium potentials at the nodes, then one product
+            eeg_buf = np.empty((n_dip, plan.eeg_starts.shape[0] - 1))
+            q = (
+                np.ascontiguousarray(nn_head[:, np.newaxis])
+                if fixed
+                else np.ascontiguousarray(np.broadcast_to(np.eye(3), (n_src, 3, 3)))
+            )
+
+        def fun(a, b):
+            for (_, pos, cosm, w), buf in zip(plan.meg_groups, meg_bufs):
+                if fixed:
+                    kernels.sphere_fixed(
+                        rr_head[a:b], nn_head[a:b], plan.r0, pos, cosm, w, buf[a:b]
+                    )
+                else:
+                    kernels.sphere_free(
+                        rr_head[a:b], plan.r0, pos, cosm, w, buf[3 * a : 3 * b]
+                    )
+            if eeg_buf is not None:
+                kernels.eeg_sphere(
+                    rr_head[a:b], q[a:b], plan.r0, plan.eeg_pos, plan.eeg_w,
+                    plan.eeg_starts, plan.eeg_rad, plan.eeg_mu, plan.eeg_lambda,
+                    eeg_buf[n_ori * a : n_ori * b],
+                )  # fmt: skip
+
+        threads.run(n_src, fun)
+        if eeg_buf is not None:
+            eeg_buf *= 0.25 / np.pi
+            out_T[:, plan.eeg_sl] = eeg_buf
+        if plan.has_meg:
+            out_T[:, plan.meg_sl] = _meg_rows(plan, meg_bufs, n_dip)
+        _add_time("kernels", time.perf_counter() - t0)
+        return work
+    # BEM: infinite-medium potentials at the nodes (and the primary field),
+    # then the BEM correction for all channels as one matrix product
     from mne.transforms import apply_trans
 
     mri_rr = np.ascontiguousarray(apply_trans(plan.head_mri, rr_head))
+    q_mri = None
+    if fixed:  # head direction e_k is mri_Q[k] in MRI (MNE: diff @ mri_Q.T)
+        q_mri = np.ascontiguousarray(nn_head @ plan.mri_Q)
     n_nodes = plan.nodes.shape[1]
     if work is None or work.shape[0] < n_dip or work.dtype != dtype:
         work = np.empty((n_dip, n_nodes), dtype)
     v0 = work[:n_dip]
-    if fixed:
-        kernels.inf_pots_fixed(mri_rr, q_mri, plan.nodes, v0)
-    else:
-        kernels.inf_pots_free(mri_rr, plan.mri_Q, plan.nodes, v0)
-    sol_T = plan.sol_T if dtype == np.float64 else plan.sol_T32
+
+    single = dtype == np.float32
+    if single:  # the nearest nodes' terms are done in float64 (_k_near_field)
+        near = plan.node_tree.query(mri_rr, k=min(_N_NEAR, n_nodes))[1]
+        near = np.ascontiguousarray(near.reshape(n_src, -1), np.int64)
+        near_out = np.empty((n_dip, plan.n_ch))
+        q_near = q_mri[:, np.newaxis] if fixed else np.broadcast_to(plan.mri_Q, (n_src, 3, 3))
+        q_near = np.ascontiguousarray(q_near)
+
+    def fun(a, b):
+        if fixed:
+            kernels.inf_pots_fixed(mri_rr[a:b], q_mri[a:b], plan.nodes, v0[a:b])
+        else:
+            kernels.inf_pots_free(
+                mri_rr[a:b], plan.mri_Q, plan.nodes, v0[3 * a : 3 * b]
+            )
+        if single:
+            kernels.near_field(
+                mri_rr[a:b], q_near[a:b], plan.nodes, near[a:b], plan.sol_T,
+                v0[n_ori * a : n_ori * b], near_out[n_ori * a : n_ori * b],
+            )  # fmt: skip
+        for (_, rmag, cw), buf in zip(plan.meg_groups if plan.has_meg else [], meg_bufs):
+            if fixed:
+                kernels.prim_fixed(rr_head[a:b], nn_head[a:b], rmag, cw, buf[a:b])
+            else:
+                kernels.prim_free(rr_head[a:b], rmag, cw, buf[3 * a : 3 * b])
+
+    threads.run(n_src, fun)
+    t1 = time.perf_counter()
+    sol_T = plan.sol_T32 if single else plan.sol_T
     np.matmul(v0, sol_T, out=out_T)
-    if plan.has_meg:
-        buf = np.empty((n_dip, plan.meg_n_coils))
-        kernels.prim_field(
-            rr_head, q_head, plan.meg_rmag, plan.meg_cw, plan.meg_starts, buf
-        )
-        buf *= _MAG_FACTOR
-        if plan.meg_post is not None:
-            buf = buf @ plan.meg_post
-        out_T[:, plan.meg_sl] += buf
+    t2 = time.perf_counter()
+    if single:
+        if plan.has_meg:
+            near_out[:, plan.meg_sl] += _meg_rows(plan, meg_bufs, n_dip)
+        near_out += out_T  # in float64, then rounded once
+        out_T[:] = near_out
+    elif plan.has_meg:
+        out_T[:, plan.meg_sl] += _meg_rows(plan, meg_bufs, n_dip)
+    t3 = time.perf_counter()
+    _add_time("kernels", t1 - t0 + t3 - t2)
+    _add_time("gemm", t2 - t1)
     return work
 
 
+def _meg_rows(plan, meg_bufs, n_dip):
+    """Coil-group buffers -> MEG channel columns (x mu0/4pi, compensation)."""
+    buf = np.empty((n_dip, plan.meg_n_coils))
+    for (coils, *_), gbuf in zip(plan.meg_groups, meg_bufs):
+        buf[:, coils] = gbuf
+    buf *= _MAG_FACTOR
+    if plan.meg_post is not None:
+        buf = buf @ plan.meg_post
+    return buf
+
+
 def _chunk_task(plan, rr_head, nn_head, dtype):
-    """One chunk in a worker (serial kernels): returns (n_ch, n_dip), F order."""
+    """One chunk in a joblib/dask worker: returns (n_ch, n_dip), F order.
+
+    One thread (kernels and BLAS): the parallelism comes from the workers.
+    """
     from threadpoolctl import threadpool_limits
 
-    kernels = _get_kernels(False)
     n_dip = len(rr_head) * (1 if nn_head is not None else 3)
     out_T = np.empty((n_dip, plan.n_ch), dtype)
     with threadpool_limits(limits=1, user_api="blas"):
-        _compute_chunk(plan, rr_head, nn_head, out_T, kernels, dtype)
+        _compute_chunk(plan, rr_head, nn_head, out_T, dtype, _Threads(1))
     return out_T.T
 
 
@@ -823,9 +1050,14 @@ def compute_gain(
     dtype = np.dtype(dtype)
     _check_option("dtype", dtype.name, ("float64", "float32"))
     rr, nn = _check_sources(rr_mri, nn_mri)
+    t0 = time.perf_counter()
     plan = _make_plan(info, trans, bem, meg=meg, eeg=eeg, n_jobs=n_jobs)
+    _add_time("setup", time.perf_counter() - t0)
     if not plan.is_sphere and dtype == np.float32:
+        from scipy.spatial import cKDTree
+
         plan.sol_T32 = plan.sol_T.astype(np.float32)
+        plan.node_tree = cKDTree(plan.nodes.T)
     rr_head, nn_head = _to_head(plan, rr, nn)
     n_ori = 1 if nn is not None else 3
     n_src = len(rr)
@@ -850,7 +1082,7 @@ def compute_gain(
     )
     with pbar:
         if runner is None:
-            kernels = _get_kernels(True)
+            threads = _Threads(_n_cpus())
             work = None
             for ci, (a, b) in enumerate(bounds):
                 work = _compute_chunk(
@@ -858,15 +1090,17 @@ def compute_gain(
                     rr_head[a:b],
                     None if nn is None else nn_head[a:b],
                     out[:, n_ori * a : n_ori * b].T,
-                    kernels,
                     dtype,
+                    threads,
                     work,
                 )
                 pbar.update(ci + 1)
         else:
-            _get_kernels(False)  # compile once here, before forking workers
+            _get_kernels()  # load/compile once here, before workers start
             results = runner(
-                _delayed_chunk(plan, rr_head[a:b], None if nn is None else nn_head[a:b], dtype)
+                _delayed_chunk(
+                    plan, rr_head[a:b], None if nn is None else nn_head[a:b], dtype
+                )
                 for a, b in bounds
             )
             for ci, ((a, b), res) in enumerate(zip(bounds, results)):
@@ -1037,10 +1271,17 @@ def _inside_surface(check, rr):
     cell_start, cell_tris, grid = _ray_grid(verts, tris)
     extent = np.ptp(verts, axis=0).max()
     wind = np.empty(len(idx), np.int64)
-    _get_kernels(True).ray_winding(
-        np.ascontiguousarray(rr[idx]), verts, tris, cell_start, cell_tris, grid,
-        _RAY_EDGE_TOL * extent**2, _RAY_Z_TOL, wind,
-    )  # fmt: skip
+    pts = np.ascontiguousarray(rr[idx])
+    kernel = _get_kernels().ray_winding
+    tol_e = _RAY_EDGE_TOL * extent**2
+
+    def fun(a, b):
+        kernel(
+            pts[a:b], verts, tris, cell_start, cell_tris, grid, tol_e, _RAY_Z_TOL,
+            wind[a:b],
+        )  # fmt: skip
+
+    _Threads(_n_cpus()).run(len(pts), fun, min_per_thread=1000)
     amb = (wind != 0) & (wind != 1)
     inside[idx] = wind == 1
     if amb.any():

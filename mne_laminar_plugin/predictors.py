@@ -14,8 +14,10 @@ Accuracy", re-derived from the published formulas:
     is used (a whitener or a noise covariance is given), or a single channel
     type (``ch_type``), and the units are recorded.
 ``radiality`` (0–1)
-    ``|cos|`` between the column orientation (pial layer) and the outward
-    normal of the scalp triangle closest to the pial vertex.
+    ``|cos|`` between the column orientation (pial layer) and the scalp
+    normal at the point of the scalp closest to the pial vertex: the normal
+    of the closest triangle, or where that point is an edge or vertex shared
+    by several triangles, the normalized sum of their normals.
 ``distance`` (mm)
     Distance from the pial vertex to the scalp surface: the exact closest
     point on the scalp's triangles (not the nearest scalp vertex, which
@@ -69,8 +71,9 @@ DESCRIPTIONS = {
     "fixed-orientation laminar leadfield; NaN where the pial or deepest "
     "leadfield of the column is zero or not finite (dropped column).",
     "radiality": "|cos| of the angle between the column orientation (pial layer) "
-    "and the normal of the scalp triangle closest to the pial vertex; 1 = "
-    "radial, 0 = tangential to the scalp.",
+    "and the scalp normal at the point of the scalp closest to the pial vertex "
+    "(normal of the closest triangle; on an edge or vertex, the normalized sum "
+    "of the normals of the triangles sharing it); 1 = radial, 0 = tangential.",
     "distance": "Distance from the pial vertex to the closest point of the scalp "
     "surface (exact point-to-triangle distance), in mm.",
     SCORE_NAME: "z(thickness) + z(lf_rms_diff) + z(radiality) - z(distance), "
@@ -79,16 +82,8 @@ DESCRIPTIONS = {
     "laminar discriminability.",
 }
 
-# Leadfield unit -> factor to MNE's SI units (T/(A*m), T/(m*A*m), V/(A*m)).
-_UNIT_TO_SI = {
-    "ft/nam": 1e-15 / 1e-9,
-    "ft/cm/nam": 1e-15 / 1e-2 / 1e-9,
-    "ft/m/nam": 1e-15 / 1e-9,
-    "uv/nam": 1e-6 / 1e-9,
-    "t/am": 1.0,
-    "t/m/am": 1.0,
-    "v/am": 1.0,
-}
+#: MNE's SI leadfield units (e.g. of a LaminarForward's gain), per FIFF unit.
+_SI_LABELS = {112: "T/Am", 201: "T/m/Am", 107: "V/Am"}
 _CH_TYPE_ORDER = ("mag", "grad", "eeg")
 
 
@@ -97,65 +92,34 @@ def _norm_unit(unit: str) -> str:
     return re.sub(r"[\s()*·.]", "", unit)
 
 
+def _physical_units() -> list[str]:
+    """Leadfield unit labels that have an SI factor (library and SI labels)."""
+    from .leadfield import UNITS
+
+    return [label for _, _, label, _ in UNITS.values()] + list(_SI_LABELS.values())
+
+
 def _unit_to_si(unit: str) -> float | None:
-    return _UNIT_TO_SI.get(_norm_unit(unit))
+    """Factor from a leadfield unit label to MNE's SI units, or None if unknown.
+
+    The library units and their SI factors come from
+    :data:`mne_laminar_plugin.leadfield.UNITS` (the one place of the
+    conversion); SI labels give 1.
+    """
+    from .leadfield import UNITS
+
+    key = _norm_unit(unit)
+    for si_to_target, _, label, _ in UNITS.values():
+        if _norm_unit(label) == key:
+            return 1.0 / si_to_target
+    if key in {_norm_unit(lab) for lab in _SI_LABELS.values()}:
+        return 1.0
+    return None
 
 
 # ===================================================================== geometry
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("...i,...i->...", a, b)
-
-
-def _closest_on_triangles(
-    p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
-) -> np.ndarray:
-    """Closest point to ``p`` on triangles ``(a, b, c)``, all shapes (..., 3).
-
-    Voronoi-region classification of the point against the triangle's
-    vertices, edges and face (the standard exact construction, e.g.
-    Ericson, *Real-Time Collision Detection*, §5.1.5), vectorised.
-    """
-    ab = b - a
-    ac = c - a
-    ap = p - a
-    d1 = _rowdot(ab, ap)
-    d2 = _rowdot(ac, ap)
-    bp = p - b
-    d3 = _rowdot(ab, bp)
-    d4 = _rowdot(ac, bp)
-    cp = p - c
-    d5 = _rowdot(ab, cp)
-    d6 = _rowdot(ac, cp)
-    va = d3 * d6 - d5 * d4
-    vb = d5 * d2 - d1 * d6
-    vc = d1 * d4 - d3 * d2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denom = va + vb + vc
-        s = vb / denom  # weight of b
-        t = vc / denom  # weight of c
-        t_ab = d1 / (d1 - d3)
-        t_ac = d2 / (d2 - d6)
-        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-    # regions, applied from lowest to highest priority so that the first
-    # matching test of the sequential algorithm wins
-    regions = (
-        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc),  # edge bc
-        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, t_ac),  # edge ac
-        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0),  # vertex c
-        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), t_ab, 0.0),  # edge ab
-        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0),  # vertex b
-        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0),  # vertex a
-    )
-    for mask, s_val, t_val in regions:
-        s = np.where(mask, s_val, s)
-        t = np.where(mask, t_val, t)
-    # degenerate (zero-area) triangles can leave 0/0: fall back to vertex a,
-    # a point of the triangle (its distance is an upper bound, never too small)
-    bad = ~(np.isfinite(s) & np.isfinite(t))
-    if bad.any():
-        s = np.where(bad, 0.0, s)
-        t = np.where(bad, 0.0, t)
-    return a + s[..., np.newaxis] * ab + t[..., np.newaxis] * ac
 
 
 def _vertex_triangles(tris: np.ndarray, n_vert: int) -> np.ndarray:
@@ -200,6 +164,7 @@ def closest_points_on_mesh(
     tris: np.ndarray,
     *,
     n_neighbors: int = 6,
+    n_jobs: int | None = None,
     verbose: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact closest point of a triangle mesh to each of many points.
@@ -222,6 +187,8 @@ def closest_points_on_mesh(
         Triangles (vertex indices).
     n_neighbors : int
         Nearest vertices whose triangles are tested first.
+    n_jobs : int | None
+        Threads of the KD-tree queries (None: 1, -1: all cores).
     %(verbose)s
 
     Returns
@@ -248,6 +215,8 @@ def closest_points_on_mesh(
     tris = np.asarray(tris, np.int64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must have shape (n, 3), got {points.shape}")
+    if not np.isfinite(points).all():
+        raise ValueError("points must be finite (drop NaN/inf positions first)")
     if rr.ndim != 2 or rr.shape[1] != 3 or len(rr) < 3:
         raise ValueError(f"mesh vertices rr must have shape (n>=3, 3), got {rr.shape}")
     if tris.ndim != 2 or tris.shape[1] != 3 or len(tris) == 0:
@@ -266,16 +235,19 @@ def closest_points_on_mesh(
         return dist, closest, tri_idx
     # only vertices used by a triangle are candidates
     used = np.unique(tris)
-    tree = cKDTree(rr[used])
+    # large leaves: the query points are far from the mesh (cm vs mm spacing)
+    tree = cKDTree(rr[used], leafsize=64)
+    workers = 1 if n_jobs is None else int(n_jobs)
     vtab = _vertex_triangles(tris, len(rr))[used]
     v_max = _max_barycentric_variance(rr, tris)
+    geom = _TriGeom(rr, tris)
     n_used = len(used)
     todo = np.arange(n_pts)
     k = max(1, int(n_neighbors))
     while todo.size and k < n_used:
-        d_nn, i_nn = tree.query(points[todo], k=k + 1)
+        d_nn, i_nn = tree.query(points[todo], k=k + 1, workers=workers)
         cand = vtab[i_nn[:, :k]].reshape(len(todo), -1)
-        _closest_candidates(points, rr, tris, todo, cand, dist, closest, tri_idx)
+        _closest_candidates(points, geom, todo, cand, dist, closest, tri_idx)
         cert = dist[todo] ** 2 <= d_nn[:, k] ** 2 - v_max
         logger.debug(
             f"    closest point: k={k}, {cert.sum()}/{len(todo)} points certified"
@@ -294,33 +266,100 @@ def closest_points_on_mesh(
         for start in range(0, len(todo), chunk):
             sub = todo[start : start + chunk]
             cand = np.broadcast_to(all_tris, (len(sub), len(tris)))
-            _closest_candidates(points, rr, tris, sub, cand, dist, closest, tri_idx)
+            _closest_candidates(points, geom, sub, cand, dist, closest, tri_idx)
     return dist, closest, tri_idx
 
 
-def _closest_candidates(points, rr, tris, which, cand, dist, closest, tri_idx):
+class _TriGeom:
+    """Per-triangle quantities of the closest-point computation.
+
+    ``packed`` holds, per triangle, ``a`` (3), ``ab`` (3), ``ac`` (3) and the
+    Gram entries ``ab.ab``, ``ab.ac``, ``ac.ac`` relative to ``origin``, in
+    float32 for the candidate search (one gather per candidate); the chosen
+    triangle is re-evaluated in float64.
+    """
+
+    def __init__(self, rr: np.ndarray, tris: np.ndarray):
+        self.origin = rr.mean(axis=0)
+        a = rr[tris[:, 0]] - self.origin
+        ab = rr[tris[:, 1]] - rr[tris[:, 0]]
+        ac = rr[tris[:, 2]] - rr[tris[:, 0]]
+        self.a, self.ab, self.ac = a, ab, ac
+        self.gram = np.stack([_rowdot(ab, ab), _rowdot(ab, ac), _rowdot(ac, ac)], axis=1)
+        self.packed = np.concatenate([a, ab, ac, self.gram], axis=1).astype(np.float32)
+
+
+def _closest_params(ap, ab, ac, aa, bc, cc):
+    """Barycentric (s, t) of the closest point ``a + s ab + t ac`` and its d².
+
+    Voronoi-region classification of the point against the triangle's
+    vertices, edges and face (the standard exact construction, e.g.
+    Ericson, *Real-Time Collision Detection*, §5.1.5), vectorised, with the
+    dot products ``d3..d6`` expressed through ``d1, d2`` and the triangle's
+    Gram matrix so that only ``ap = p - a`` is needed per point. Vertex and
+    edge regions give exact 0/1 barycentric values.
+    """
+    d1 = _rowdot(ab, ap)
+    d2 = _rowdot(ac, ap)
+    d3 = d1 - aa
+    d4 = d2 - bc
+    d5 = d1 - bc
+    d6 = d2 - cc
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        denom = va + vb + vc
+        s = vb / denom
+        t = vc / denom
+        t_ab = d1 / (d1 - d3)
+        t_ac = d2 / (d2 - d6)
+        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+    regions = (
+        ((va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0), 1.0 - t_bc, t_bc),  # edge bc
+        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, t_ac),  # edge ac
+        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0),  # vertex c
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), t_ab, 0.0),  # edge ab
+        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0),  # vertex b
+        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0),  # vertex a
+    )
+    for mask, s_val, t_val in regions:
+        np.copyto(s, s_val, where=mask)
+        np.copyto(t, t_val, where=mask)
+    bad = ~(np.isfinite(s) & np.isfinite(t))
+    np.copyto(s, 0.0, where=bad)
+    np.copyto(t, 0.0, where=bad)
+    # |ap - s ab - t ac|^2 from the Gram matrix
+    out = _rowdot(ap, ap) - 2 * (s * d1 + t * d2) + s * (s * aa + 2 * t * bc) + t * t * cc
+    return s, t, np.maximum(out, 0.0)
+
+
+def _closest_candidates(points, geom, which, cand, dist, closest, tri_idx):
     """Update dist/closest/tri_idx of points[which] with candidate triangles."""
     n_cand = cand.shape[1]
-    chunk = max(1, 1_500_000 // max(n_cand, 1))
+    chunk = max(1, 200_000 // max(n_cand, 1))  # small chunks stay in cache
+    rel = (points - geom.origin).astype(np.float32)
     for start in range(0, len(which), chunk):
-        sl = slice(start, start + chunk)
-        idx = which[sl]
-        c = cand[sl]
+        idx = which[start : start + chunk]
+        c = cand[start : start + chunk]
         valid = c >= 0
-        c_safe = np.where(valid, c, 0)
-        t = tris[c_safe]  # (n, C, 3)
-        p = points[idx][:, np.newaxis, :]
-        q = _closest_on_triangles(p, rr[t[..., 0]], rr[t[..., 1]], rr[t[..., 2]])
-        d2 = _rowdot(q - p, q - p)
-        d2 = np.where(valid, d2, np.inf)
-        best = np.argmin(d2, axis=1)
+        c = np.where(valid, c, 0)
+        g = geom.packed[c]  # (n, C, 12)
+        ap = rel[idx][:, np.newaxis, :] - g[..., 0:3]
+        _, _, d2 = _closest_params(ap, g[..., 3:6], g[..., 6:9], g[..., 9], g[..., 10], g[..., 11])
+        d2[~valid] = np.inf
         rows = np.arange(len(idx))
-        d_best = np.sqrt(d2[rows, best])
+        tb = c[rows, np.argmin(d2, axis=1)]
+        # exact (float64) evaluation of the chosen triangle
+        ap64 = points[idx] - geom.origin - geom.a[tb]
+        s, t, _ = _closest_params(ap64, geom.ab[tb], geom.ac[tb], *geom.gram[tb].T)
+        diff = ap64 - s[:, np.newaxis] * geom.ab[tb] - t[:, np.newaxis] * geom.ac[tb]
+        d_best = np.sqrt(_rowdot(diff, diff))
         better = d_best < dist[idx]
         upd = idx[better]
         dist[upd] = d_best[better]
-        closest[upd] = q[rows[better], best[better]]
-        tri_idx[upd] = c_safe[rows[better], best[better]]
+        closest[upd] = points[upd] - diff[better]
+        tri_idx[upd] = tb[better]
 
 
 def _triangle_normals(rr: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -334,6 +373,77 @@ def _triangle_normals(rr: np.ndarray, tris: np.ndarray) -> np.ndarray:
 def _signed_volume(rr: np.ndarray, tris: np.ndarray) -> float:
     a, b, c = (rr[tris[:, k]] for k in range(3))
     return float(_rowdot(a, np.cross(b, c)).sum() / 6.0)
+
+
+def _edge_neighbors(tris: np.ndarray) -> np.ndarray:
+    """Triangle across each local edge (0: v0-v1, 1: v1-v2, 2: v2-v0), -1 if none."""
+    n_tri = len(tris)
+    edges = np.stack([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]], axis=1)
+    edges = np.sort(edges.reshape(-1, 2), axis=1)
+    key = edges[:, 0] * (int(tris.max()) + 1) + edges[:, 1]
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    nb = np.full(3 * n_tri, -1, np.int64)
+    pair = np.flatnonzero(ks[1:] == ks[:-1])  # manifold edges: exactly 2 sharing
+    nb[order[pair]] = order[pair + 1] // 3
+    nb[order[pair + 1]] = order[pair] // 3
+    return nb.reshape(n_tri, 3)
+
+
+def surface_normals_at(
+    rr: np.ndarray, tris: np.ndarray, points: np.ndarray, tri: np.ndarray
+) -> np.ndarray:
+    """Unit normal of a mesh at points lying on given triangles.
+
+    The normal of the triangle when the point is inside it; when the point
+    is on an edge or a vertex (where several triangles hold it equally) the
+    normalized sum of the unit normals of the triangles sharing that edge or
+    vertex (for a vertex, laMEG's scalp vertex normal), so ties never depend
+    on which triangle a search returned.
+
+    Parameters
+    ----------
+    rr, tris : array
+        The mesh.
+    points : array, shape (n, 3)
+        Points on the mesh (e.g. closest points).
+    tri : array of int, shape (n,)
+        The triangle holding each point.
+
+    Returns
+    -------
+    nn : array, shape (n, 3)
+        Unit normals, oriented like the triangles' winding (zero where
+        degenerate).
+    """
+    tri_nn = _triangle_normals(rr, tris)
+    t = tris[tri]
+    a = rr[t[:, 0]]
+    ab = rr[t[:, 1]] - a
+    ac = rr[t[:, 2]] - a
+    gram = [_rowdot(ab, ab), _rowdot(ab, ac), _rowdot(ac, ac)]
+    s, u, _ = _closest_params(points - a, ab, ac, *gram)
+    nn = tri_nn[tri].copy()
+    # vertex normals: sum of unit normals of incident triangles
+    vnn = np.zeros_like(rr)
+    for k in range(3):
+        np.add.at(vnn, tris[:, k], tri_nn)
+    eps = 1e-12
+    at_a = (s <= eps) & (u <= eps)
+    at_b = (s >= 1 - eps) & (u <= eps)
+    at_c = (s <= eps) & (u >= 1 - eps)
+    on_v = at_a | at_b | at_c
+    vert = np.where(at_a, t[:, 0], np.where(at_b, t[:, 1], t[:, 2]))
+    nn[on_v] = vnn[vert[on_v]]
+    # edge normals: this triangle's plus the neighbour's across the edge
+    local = np.where(u <= eps, 0, np.where(s <= eps, 2, 1))
+    on_e = ~on_v & ((u <= eps) | (s <= eps) | (np.abs(s + u - 1) <= eps))
+    if on_e.any():
+        nb = _edge_neighbors(tris)[tri[on_e], local[on_e]]
+        nn[on_e] += np.where(nb[:, np.newaxis] >= 0, tri_nn[np.maximum(nb, 0)], 0.0)
+    norm = np.linalg.norm(nn, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, nn / norm, 0.0)
 
 
 # ======================================================================= scalp
@@ -479,14 +589,18 @@ def _get_scalp(scalp: Any, surfaces: Any) -> Scalp:
     if isinstance(scalp, Scalp):
         return scalp
     if scalp is None:
+        import mne
+
         subject = getattr(surfaces, "subject", None)
-        if subject is None:
+        sdir = mne.utils.get_subjects_dir(getattr(surfaces, "subjects_dir", None))
+        if subject is None or sdir is None:
             raise ValueError(
-                "scalp is required: give (rr, tris) in metres (MRI frame), an MNE "
-                "surface dict, a path to bem/outer_skin.surf or "
-                "bem/<subject>-head*.fif, or use read_scalp(subject, subjects_dir)."
+                "scalp is required (the surfaces give no FreeSurfer subject and "
+                "subjects_dir to find one): give (rr, tris) in metres (MRI frame), "
+                "an MNE surface dict, a path to bem/outer_skin.surf or "
+                "bem/<subject>-head*.fif, or read_scalp(subject, subjects_dir)."
             )
-        return read_scalp(subject, getattr(surfaces, "subjects_dir", None))
+        return read_scalp(subject, sdir)
     if isinstance(scalp, str | os.PathLike):
         fname = Path(scalp)
         if not fname.is_file():
@@ -511,24 +625,86 @@ class _LF:
     units: np.ndarray | None
     n_layers: int | None
     info: Any = None
+    columns: np.ndarray | None = None  # kept column ids (into the surfaces)
+    n_columns: int | None = None  # columns of the surfaces (before dropping)
+    loaded_layers: list | None = None  # layers of the model held (partial read)
+    hemi: np.ndarray | None = None  # per model column, if known
+    vertno: np.ndarray | None = None
+
+
+class _LFView:
+    """An already parsed leadfield (so that it is parsed once)."""
+
+    def __init__(self, lf: _LF):
+        self.parsed = lf
+
+
+def _info_units(info) -> list[str] | None:
+    units = []
+    for ch in info["chs"]:
+        unit = _SI_LABELS.get(int(ch["unit"]))
+        if unit is None or int(ch.get("unit_mul", 0)) != 0:
+            return None
+        units.append(unit)
+    return units
 
 
 def _leadfield_parts(leadfield: Any) -> _LF:
-    if hasattr(leadfield, "leadfield"):  # LeadfieldData
-        G = leadfield.leadfield
+    """Array, channel names/types/units and column ids of a leadfield object.
+
+    Accepts a ``LeadfieldData`` (attribute ``leadfield``, library units per
+    channel in ``units``), this package's ``LaminarForward`` (attribute
+    ``gain`` in SI units with ``info``) or a plain array.
+    """
+    if isinstance(leadfield, _LFView):
+        return leadfield.parsed
+    if (
+        getattr(leadfield, "orientation_type", "fixed") == "free"
+        and getattr(leadfield, "src_ori", None) is not None
+        and hasattr(leadfield, "fixed")
+    ):
+        logger.info("    Free leadfield: using its fixed projection on the orientations")
+        leadfield = leadfield.fixed()
+    if hasattr(leadfield, "leadfield") or hasattr(leadfield, "gain"):
+        G = getattr(leadfield, "leadfield", None)
         if G is None:
-            raise ValueError("leadfield.leadfield is None: no leadfield array to use")
-        n_ch = G.shape[0]
-        ch_names = getattr(leadfield, "ch_names", None)
-        ch_names = list(ch_names) if ch_names is not None else [f"ch{i}" for i in range(n_ch)]
-        ch_types = getattr(leadfield, "ch_types", None)
-        units = getattr(leadfield, "units", None)
-        if isinstance(units, str):
-            units = [units] * n_ch
+            G = getattr(leadfield, "gain", None)
+        if G is None:
+            raise ValueError(f"{type(leadfield).__name__} holds no leadfield array")
         info = getattr(leadfield, "info", None)
+
+        def _listish(name):  # LeadfieldData defaults are empty lists
+            val = getattr(leadfield, name, None)
+            return None if val is None or (not isinstance(val, str) and len(val) == 0) else val
+
+        ch_names = _listish("ch_names")
+        if ch_names is None and info is not None:
+            ch_names = info["ch_names"]
+        n_ch = G.shape[0]
+        ch_names = list(ch_names) if ch_names is not None else [f"ch{i}" for i in range(n_ch)]
+        ch_types = _listish("ch_types")
         if ch_types is None and info is not None:
             ch_types = info.get_channel_types()
+        units = _listish("units")
+        if isinstance(units, str):
+            units = [units] * n_ch
+        if units is None and info is not None and hasattr(leadfield, "gain"):
+            units = _info_units(info)
         n_layers = getattr(leadfield, "n_layers", None)
+        try:
+            columns = getattr(leadfield, "columns", None)
+        except (TypeError, AttributeError):  # LeadfieldData without column ids
+            columns = None
+        n_columns = getattr(leadfield, "n_columns", None) or None
+        loaded = (getattr(leadfield, "provenance", None) or {}).get("loaded_layers")
+        l_hemi = getattr(leadfield, "column_hemi", getattr(leadfield, "hemi", None))
+        l_vert = getattr(leadfield, "column_vertno", getattr(leadfield, "vertno", None))
+        if (
+            len(G.shape) == 2
+            and getattr(leadfield, "orientation_type", "fixed") == "free"
+            and isinstance(G, np.ndarray)
+        ):
+            G = G.reshape(n_ch, -1, 3)  # MNE's free layout: x/y/z per source
         out = _LF(
             G=G,
             ch_names=ch_names,
@@ -536,6 +712,11 @@ def _leadfield_parts(leadfield: Any) -> _LF:
             units=None if units is None else np.asarray(units, str),
             n_layers=None if n_layers is None else int(n_layers),
             info=info,
+            columns=None if columns is None else np.asarray(columns, np.int64),
+            n_columns=None if n_columns is None else int(n_columns),
+            loaded_layers=None if loaded is None else [int(x) for x in loaded],
+            hemi=None if l_hemi is None else np.asarray(l_hemi, str),
+            vertno=None if l_vert is None else np.asarray(l_vert, np.int64),
         )
     elif hasattr(leadfield, "shape") and hasattr(leadfield, "__getitem__"):
         G = leadfield
@@ -555,9 +736,7 @@ def _leadfield_parts(leadfield: Any) -> _LF:
     for name in ("ch_types", "units"):
         val = getattr(out, name)
         if val is not None and len(val) != n_ch:
-            raise ValueError(
-                f"leadfield has {n_ch} channels but {len(val)} {name}"
-            )
+            raise ValueError(f"leadfield has {n_ch} channels but {len(val)} {name}")
     if len(out.ch_names) != n_ch:
         raise ValueError(f"leadfield has {n_ch} channels but {len(out.ch_names)} ch_names")
     return out
@@ -568,12 +747,16 @@ def _default_ch_type(ch_types: np.ndarray) -> str:
     for kind in _CH_TYPE_ORDER:
         if kind in present:
             return kind
+    if len(present) == 1:  # e.g. a synthetic leadfield of 'misc' channels
+        return present.pop()
     raise ValueError(
         f"leadfield has no MEG/EEG channels (types {sorted(present)}); pass ch_type"
     )
 
 
-def _resolve_whitener(whitener, lf: _LF, rows: np.ndarray, info) -> tuple[np.ndarray, np.ndarray, str]:
+def _resolve_whitener(
+    whitener, lf: _LF, rows: np.ndarray, info, rank=None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Whitener matrix (n_white, n_rows) for the leadfield rows, in SI."""
     import mne
 
@@ -601,7 +784,7 @@ def _resolve_whitener(whitener, lf: _LF, rows: np.ndarray, info) -> tuple[np.nda
         rows = rows[keep]
         names = [lf.ch_names[i] for i in rows]
         W, w_names = mne.cov.compute_whitener(
-            whitener, info, picks=names, pca=True, verbose="error"
+            whitener, info, picks=names, rank=rank, pca=True, verbose="error"
         )
         order = {n: i for i, n in enumerate(names)}
         rows = rows[[order[n] for n in w_names]]
@@ -623,6 +806,7 @@ def leadfield_rms_diff(
     *,
     whitener: Any = None,
     info: Any = None,
+    rank: Any = None,
     ch_type: str | None = None,
     verbose: Any = None,
 ) -> tuple[np.ndarray, dict]:
@@ -645,7 +829,11 @@ def leadfield_rms_diff(
         or a LeadfieldData with ``info``). The result is in noise standard
         deviations per nAm (``1/nAm``).
     info : mne.Info | None
-        Measurement info, for a covariance ``whitener``.
+        Measurement info, for a covariance ``whitener`` (its projectors are
+        applied, as in :func:`mne.cov.compute_whitener`).
+    rank : None | dict | str
+        Rank of the covariance ``whitener`` (e.g. MBP's ``_rank.json``), see
+        :func:`mne.cov.compute_whitener`.
     ch_type : None | ``"mag"`` | ``"grad"`` | ``"eeg"`` | ``"all"``
         Channels used. Without a whitener, a single channel type is required
         (raw units of different types are never summed); None picks
@@ -657,12 +845,15 @@ def leadfield_rms_diff(
 
     Returns
     -------
-    lf_rms_diff : array, shape (n_columns,)
-        NaN where the pial or deepest leadfield of a column is identically
-        zero or not finite (a dropped column).
+    lf_rms_diff : array, shape (n_sources // n_layers,)
+        One value per column of the leadfield. NaN where the pial or deepest
+        leadfield of a column is identically zero or not finite (a dropped
+        column).
     meta : dict
         ``unit``, ``method`` (``"whitened"`` or ``"channel_type"``),
-        ``ch_type``, ``n_channels``, ``description``.
+        ``ch_type``, ``n_channels``, ``description``, and ``columns``: the
+        leadfield's column ids into the surfaces' columns when it holds only
+        the kept columns (else None).
     """
     lf = _leadfield_parts(leadfield)
     G = lf.G
@@ -683,6 +874,10 @@ def leadfield_rms_diff(
             f"leadfield has {n_src} sources, not a multiple of n_layers={n_layers}"
         )
     n_col = n_src // n_layers
+    if lf.columns is not None and len(lf.columns) != n_col:
+        raise ValueError(
+            f"leadfield has {n_col} columns per layer but {len(lf.columns)} column ids"
+        )
     if ch_type is not None:
         _check_option("ch_type", ch_type, ("mag", "grad", "eeg", "all"))
     # ------------------------------------------------------------ channels
@@ -730,7 +925,7 @@ def leadfield_rms_diff(
         else:
             rows = np.arange(n_ch)
             used_type = "all"
-        W, rows, wdesc = _resolve_whitener(whitener, lf, rows, info)
+        W, rows, wdesc = _resolve_whitener(whitener, lf, rows, info, rank)
         if lf.units is None:
             si = np.ones(len(rows))
         else:
@@ -738,8 +933,9 @@ def leadfield_rms_diff(
             if not np.isfinite(si).all():
                 bad = sorted(set(lf.units[rows][~np.isfinite(si)].tolist()))
                 raise ValueError(
-                    f"Cannot whiten: unknown leadfield unit(s) {bad}; known: "
-                    f"{sorted(_UNIT_TO_SI)}"
+                    f"Cannot whiten: the leadfield unit(s) {bad} have no SI factor "
+                    "(a synthetic/random leadfield has no physical units); compute "
+                    "per channel type instead (whitener=None)"
                 )
         # W (1/SI data) @ G_SI (SI/(A*m)) -> 1/(A*m); * 1e-9 -> per nAm
         scale = W * (si * 1e-9)[np.newaxis, :]
@@ -777,6 +973,7 @@ def leadfield_rms_diff(
     if n_nan:
         logger.info(f"    lf_rms_diff: {n_nan} column(s) with a zero/invalid leadfield -> NaN")
     meta = dict(
+        columns=lf.columns,
         unit=unit,
         method=method,
         ch_type=used_type,
@@ -1050,7 +1247,8 @@ class AnatomicalPredictors:
         -------
         priors : dict
             By ROI name: ``column``, ``hemi``, ``vertex``, ``score``,
-            ``n_columns`` (in the ROI) and ``pos_mm`` (MRI, if known).
+            ``n_columns`` (in the ROI) and ``pos_mri_mm`` (pial position,
+            FreeSurfer surface RAS in mm, if known).
         """
         score = self.score(weights)
         out = {}
@@ -1058,10 +1256,11 @@ class AnatomicalPredictors:
             name = roi_name(roi)
             cols = self.roi_columns(roi, subject, subjects_dir)
             col = select_prior(score, cols)
-            out[name] = self._column_record(col, score) | dict(n_columns=int(cols.size))
+            out[name] = self.column_record(col, score) | dict(n_columns=int(cols.size))
         return out
 
-    def _column_record(self, col: int, score: np.ndarray) -> dict:
+    def column_record(self, col: int, score: np.ndarray) -> dict:
+        """Column index, hemisphere, vertex, score and pial MRI position (mm)."""
         rec = dict(
             column=int(col),
             hemi=str(self.hemi[col]),
@@ -1069,7 +1268,7 @@ class AnatomicalPredictors:
             score=float(score[col]),
         )
         if self.pos is not None:
-            rec["pos_mm"] = [round(float(v) * 1e3, 3) for v in self.pos[col]]
+            rec["pos_mri_mm"] = [round(float(v) * 1e3, 3) for v in self.pos[col]]
         return rec
 
     # ----------------------------------------------------------------- I/O
@@ -1184,7 +1383,7 @@ class AnatomicalPredictors:
             "NColumnsKept": int(np.isfinite(score).sum()),
         }
         if np.isfinite(score).any():
-            meta["BestColumn"] = self._column_record(int(np.nanargmax(score)), score)
+            meta["BestColumn"] = self.column_record(int(np.nanargmax(score)), score)
         meta.update(extra or {})
         bids.write_tsv(fname, table)
         bids.write_json(bids.sidecar(fname), {**side, **meta})
@@ -1272,7 +1471,9 @@ def compute_predictors(
     *,
     whitener: Any = None,
     info: Any = None,
+    rank: Any = None,
     ch_type: str | None = None,
+    n_jobs: int | None = None,
     verbose: Any = None,
 ) -> AnatomicalPredictors:
     """Compute the four anatomical predictors of laminar inference accuracy.
@@ -1297,9 +1498,13 @@ def compute_predictors(
         :func:`leadfield_rms_diff`.
     info : mne.Info | None
         Measurement info, for a covariance ``whitener``.
+    rank : None | dict | str
+        Rank of a covariance ``whitener``.
     ch_type : None | str
         Channel type of ``lf_rms_diff`` without a whitener, see
         :func:`leadfield_rms_diff`.
+    n_jobs : int | None
+        Threads of the closest-point search (None: 1, -1: all cores).
     %(verbose)s
 
     Returns
@@ -1312,7 +1517,8 @@ def compute_predictors(
     -----
     Radiality and distance use the pial layer (position and orientation),
     like laMEG. The closest scalp point is exact (point to triangle); the
-    scalp normal there is the normal of the closest triangle. Columns with a
+    scalp normal there is the normal of the closest triangle (see
+    :func:`surface_normals_at` for edges and vertices). Columns with a
     zero or non-finite leadfield, a non-finite position or a zero-length
     orientation get NaN for the affected predictor; they are excluded from
     the z-scores of :meth:`AnatomicalPredictors.score` and never selected.
@@ -1322,37 +1528,76 @@ def compute_predictors(
     logger.info(f"Anatomical predictors: {n_col} columns x {n_layers} layers")
     # ------------------------------------------------------- leadfield size
     lf = _leadfield_parts(leadfield)
+    leadfield = _LFView(lf)  # parsed once (free -> fixed done here)
     n_src = lf.G.shape[1]
-    if n_src != n_layers * n_col:
-        raise ValueError(
-            f"The leadfield has {n_src} sources but the surfaces have {n_layers} "
-            f"layers x {n_col} columns = {n_layers * n_col}: use the leadfield "
-            "computed for these layer surfaces (layer-major, source l * n_columns + c)"
-        )
+    lf_layers = n_layers
     if lf.n_layers is not None and lf.n_layers != n_layers:
+        if lf.n_layers == 2 and lf.loaded_layers == [0, n_layers - 1]:
+            lf_layers = 2  # only the pial and deepest layers were read
+        else:
+            raise ValueError(
+                f"The leadfield has n_layers={lf.n_layers}, the surfaces {n_layers}: "
+                "use the leadfield computed for these layer surfaces"
+            )
+    columns = np.arange(n_col)
+    if lf.columns is not None:  # only the kept columns are in the leadfield
+        if lf.n_columns is not None and lf.n_columns != n_col:
+            raise ValueError(
+                f"The leadfield was computed for {lf.n_columns} columns, the surfaces "
+                f"have {n_col}: use the leadfield computed for these layer surfaces"
+            )
+        columns = lf.columns
+        if columns.size and (
+            columns.min() < 0 or columns.max() >= n_col or (np.diff(columns) <= 0).any()
+        ):
+            raise ValueError(
+                f"leadfield.columns must be increasing column ids in 0..{n_col - 1}"
+            )
+    for attr in ("hemi", "vertno"):
+        other = getattr(lf, attr)
+        if other is not None:
+            mine = hemi if attr == "hemi" else vertno
+            if other.shape != mine.shape and other.shape == columns.shape:
+                mine = mine[columns]
+            if other.shape == mine.shape and not np.array_equal(other.astype(mine.dtype), mine):
+                raise ValueError(
+                    f"leadfield.{attr} differs from surfaces.{attr}: the leadfield was "
+                    "computed for other layer surfaces"
+                )
+    if n_src != lf_layers * len(columns):
         raise ValueError(
-            f"The leadfield has n_layers={lf.n_layers}, the surfaces {n_layers}"
+            f"The leadfield has {n_src} sources but the surfaces have {lf_layers} "
+            f"layers x {len(columns)} columns = {lf_layers * len(columns)}: use the "
+            "leadfield computed for these layer surfaces (layer-major, source "
+            "l * n_columns + c)"
         )
     scalp = _get_scalp(scalp, surfaces)
     # ------------------------------------------------------------ thickness
     pial = layers[0]
     thickness = np.linalg.norm(pial - layers[-1], axis=1) * 1e3
     # -------------------------------------------------------- lf_rms_diff
-    lf_diff, lf_meta = leadfield_rms_diff(
-        leadfield, n_layers, whitener=whitener, info=info, ch_type=ch_type
+    lf_vals, lf_meta = leadfield_rms_diff(
+        leadfield, lf_layers, whitener=whitener, info=info, rank=rank, ch_type=ch_type
     )
+    lf_diff = np.full(n_col, np.nan)
+    lf_diff[columns] = lf_vals
+    if len(columns) < n_col:
+        logger.info(
+            f"    {n_col - len(columns)} column(s) not in the leadfield (dropped): "
+            "lf_rms_diff NaN"
+        )
     # -------------------------------------------------- distance, radiality
     ok = np.isfinite(pial).all(axis=1)
     dist = np.full(n_col, np.nan)
     radiality = np.full(n_col, np.nan)
-    d, closest, tri = closest_points_on_mesh(pial[ok], scalp.rr, scalp.tris)
+    d, closest, tri = closest_points_on_mesh(pial[ok], scalp.rr, scalp.tris, n_jobs=n_jobs)
     dist[ok] = d * 1e3
-    tri_nn = _triangle_normals(scalp.rr, scalp.tris)
+    scalp_nn = surface_normals_at(scalp.rr, scalp.tris, closest, tri)
     norm = np.linalg.norm(ori, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         o = ori / norm[:, np.newaxis]
-    cosang = np.abs(_rowdot(o[ok], tri_nn[tri]))
-    good_n = np.linalg.norm(tri_nn[tri], axis=1) > 0
+    cosang = np.abs(_rowdot(o[ok], scalp_nn))
+    good_n = np.linalg.norm(scalp_nn, axis=1) > 0
     radiality[ok] = np.where(good_n & (norm[ok] > 0), np.clip(cosang, 0.0, 1.0), np.nan)
     n_zero_ori = int((~(norm > 0) & ok).sum())
     if n_zero_ori:
@@ -1361,8 +1606,9 @@ def compute_predictors(
     methods = {
         "thickness": "norm(pial - white) of corresponding layer vertices",
         "lf_rms_diff": lf_meta["description"],
-        "radiality": "pial-layer column orientation vs. normal of the closest "
-        f"scalp triangle ({scalp.source})",
+        "radiality": "pial-layer column orientation vs. scalp normal at the closest "
+        "point (the closest triangle's normal; on an edge or vertex the normalized "
+        f"sum of the sharing triangles' normals) ({scalp.source})",
         "distance": f"pial vertex to closest point on the scalp triangles ({scalp.source})",
         "lf_rms_diff_method": lf_meta["method"],
         "lf_rms_diff_ch_type": lf_meta["ch_type"],

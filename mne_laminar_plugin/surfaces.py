@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,10 @@ def _read_surface(fname: Path, what: str):
             "the subject name, and that FreeSurfer's recon-all finished."
         )
     try:
-        rr, tris, info = nib.freesurfer.read_geometry(str(fname), read_metadata=True)
+        with warnings.catch_warnings():  # surfaces without volume geometry: harmless
+            warnings.filterwarnings("ignore", "No volume information", UserWarning)
+            warnings.filterwarnings("ignore", "Unknown extension code", UserWarning)
+            rr, tris, info = nib.freesurfer.read_geometry(str(fname), read_metadata=True)
     except Exception as exc:
         raise ValueError(
             f"Could not read {fname} as a FreeSurfer triangle surface ({exc}); "
@@ -445,6 +449,11 @@ class LaminarSurfaces:
             return slice(0, 0)
         return slice(int(idx[0]), int(idx[-1]) + 1)
 
+    def combined_tris(self):
+        """Triangles of both hemispheres indexing all columns (rh offset by n_lh)."""
+        offset = self.columns("lh").stop
+        return np.concatenate([self.tris["lh"], self.tris["rh"] + offset]).astype(np.int64)
+
     def thickness(self):
         """Cortical thickness of each column: pial-white distance (mm).
 
@@ -560,7 +569,8 @@ class LaminarSurfaces:
             else zero thickness (pial == white), per hemisphere.
         min_thickness : float
             Columns thinner than this (mm) are counted in ``qc["thin_columns"]``.
-        %(verbose)s
+        verbose : bool | str | int | None
+            Control the logging level (see :func:`mne.verbose`).
 
         Returns
         -------
@@ -698,7 +708,8 @@ class LaminarSurfaces:
             BIDS session label.
         remove_stale : bool
             Remove this subject's layer-surface files not written now.
-        %(verbose)s
+        verbose : bool | str | int | None
+            Control the logging level (see :func:`mne.verbose`).
 
         Returns
         -------
@@ -720,7 +731,8 @@ class LaminarSurfaces:
             BIDS labels.
         spacing : str | None
             The ``den-`` label to load when several were saved.
-        %(verbose)s
+        verbose : bool | str | int | None
+            Control the logging level (see :func:`mne.verbose`).
 
         Returns
         -------
@@ -746,7 +758,9 @@ def _hemi_columns(
     if method == "equidistant":
         full_w = None
     else:
-        full_w = equivolume_beta(1.0 - fractions, vertex_areas(p_rr, tris), vertex_areas(w_rr, tris))
+        full_w = equivolume_beta(
+            1.0 - fractions, vertex_areas(p_rr, tris), vertex_areas(w_rr, tris)
+        )
 
     def _layer_rr(idx):
         """(n_layers, len(idx), 3) mm, layer 0 exactly pial, last exactly white."""
@@ -953,6 +967,33 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
     return out
 
 
+def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
+    """BIDS URIs of the FreeSurfer inputs, per hemi, and the DatasetLinks they need.
+
+    Possible when ``subjects_dir`` lies in a sibling derivative dataset
+    (``<root>/../<name>/...`` -> ``bids:<name>:...``) or in the raw dataset
+    (``bids:raw:...``); otherwise no URIs (absolute paths stay in
+    ``FreeSurferInputs``).
+    """
+    uris: dict[str, list[str]] = {h: [] for h in HEMIS}
+    links: dict[str, str] = {}
+    try:
+        deriv = root.resolve().parent
+        raw = (root / raw_rel).resolve()
+    except OSError:  # pragma: no cover
+        return uris, links
+    for hemi in HEMIS:
+        for fname in (surf.sources.get(hemi) or {}).values():
+            path = Path(fname).resolve()
+            if path.is_relative_to(deriv) and path.relative_to(deriv).parts[0] != root.name:
+                name = path.relative_to(deriv).parts[0]
+                links[name] = f"../{name}"
+                uris[hemi].append(bids.bids_uri(name, path.relative_to(deriv / name)))
+            elif path.is_relative_to(raw):
+                uris[hemi].append(bids.bids_uri("raw", path.relative_to(raw)))
+    return uris, links
+
+
 def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale):
     import nibabel as nib
     from nibabel.gifti import GiftiCoordSystem, GiftiDataArray, GiftiImage
@@ -965,9 +1006,11 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
     if dd.is_file():
         with contextlib.suppress(Exception):
             rel = bids.read_json(dd)["DatasetLinks"]["raw"]
+    uris, links = _source_uris(surf, root, rel)
     bids.ensure_derivative_dataset(
-        root, source_relpath=rel, descriptions=layer_descriptions(surf.n_layers)
-    )
+        root, source_relpath=rel, descriptions=layer_descriptions(surf.n_layers),
+        links=links,
+    )  # fmt: skip
     written: list[Path] = []
     struct = {"lh": "CortexLeft", "rh": "CortexRight"}
     xform = surf.scanner_xform
@@ -990,6 +1033,8 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
             vert = surf.vertno[sl]
             side = bids.HEMI_LABEL[hemi]
             common = _common_sidecar(surf, hemi)
+            if uris[hemi]:
+                common["Sources"] = uris[hemi]
             for layer in range(surf.n_layers):
                 second = (
                     "Pial" if layer == 0 else "GrayWhite" if layer == surf.n_layers - 1
@@ -1068,6 +1113,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
                         GiftiDataArray(
                             np.ascontiguousarray(data, np.float64),
                             intent="NIFTI_INTENT_VECTOR", datatype="NIFTI_TYPE_FLOAT64",
+                            encoding="GIFTI_ENCODING_B64BIN",  # gzip: slow, ~10 % smaller
                             meta=_gifti_meta({"Name": name, "Units": units}),
                         )
                     )  # fmt: skip
@@ -1082,7 +1128,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
                 else:
                     path = positions_fname(root, subject, session, hemi, spacing)
                     desc = (
-                        f"Exact position (float64, metres, {SPATIAL_REFERENCE.replace(', in mm', '')}) "
+                        "Exact position (float64, metres, FreeSurfer surface RAS/tkRAS) "
                         f"of every {hemi} column at every layer. Arrays: vertex ids "
                         "(NODE_INDEX), then one (n, 3) array per layer (00 = pial). A "
                         "lossless copy of the float32 mm layer surfaces."
@@ -1105,6 +1151,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
             Description="Laminar layer surfaces: parameters, quality checks and files",
             **_common_sidecar(surf, None),
             QualityChecks=surf.qc,
+            **({"Sources": uris["lh"] + uris["rh"]} if uris["lh"] + uris["rh"] else {}),
             ScannerRASTransform=None if xform is None else xform.tolist(),
             Files=sorted(p.relative_to(root).as_posix() for p in written),
         )
@@ -1158,7 +1205,10 @@ def _columns_sidecar(surf: LaminarSurfaces) -> dict:
             "Description": "Index into the kept columns (left first); source "
             "l * n_columns + column of the laminar leadfield; n/a if dropped",
         },
-        "status": {"LongName": "Kept or dropped", "Levels": {"kept": "kept", "dropped": "dropped"}},
+        "status": {
+            "LongName": "Kept or dropped",
+            "Levels": {"kept": "in every layer", "dropped": "from every layer"},
+        },
         "reason": {"LongName": "Why the column was dropped", "Levels": DROP_REASONS},
         "thickness": {
             "LongName": "Cortical thickness",

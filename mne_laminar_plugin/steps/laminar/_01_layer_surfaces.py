@@ -1,0 +1,206 @@
+"""Layer surfaces.
+
+Cortical layer surfaces between white and pial with column correspondence:
+``laminar_n_layers`` GIFTI surfaces per hemisphere (pial = layer 00), the
+column orientations, the columns table, and a "Laminar surfaces" report
+section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from mne_bids_pipeline._logging import gen_log_kwargs, logger
+from mne_bids_pipeline._report import _open_report
+from mne_bids_pipeline._run import failsafe_run
+
+from ... import _mbp, viz
+from ...surfaces import HEMIS, DROP_REASONS, LaminarSurfaces
+
+SECTION = "Laminar surfaces"
+
+
+def get_input_fnames_layer_surfaces(
+    *, cfg: SimpleNamespace, subject: str, session: str | None
+) -> dict[str, Path]:
+    """The FreeSurfer files the layers depend on (MBP reruns when one changes)."""
+    in_files: dict[str, Path] = {}
+    for hemi in HEMIS:
+        kinds = ["white", "pial"]
+        if cfg.laminar_column_spacing != "all":
+            kinds.append("sphere")
+        for kind in kinds:
+            in_files[f"{hemi}_{kind}"] = _mbp.fs_path(cfg, "surf", f"{hemi}.{kind}")
+        label = _mbp.fs_path(cfg, "label", f"{hemi}.cortex.label")
+        annot = _mbp.fs_path(cfg, "label", f"{hemi}.aparc.annot")
+        mask = cfg.laminar_cortex_mask
+        if mask == "cortex_label" or (mask == "auto" and label.is_file()):
+            in_files[f"{hemi}_cortex_label"] = label
+        elif mask == "aparc" or (mask == "auto" and annot.is_file()):
+            in_files[f"{hemi}_aparc"] = annot
+    t1 = _mbp.fs_path(cfg, "mri", "T1.mgz")
+    if t1.is_file():  # tkRAS -> scanner RAS transform and the report's slices
+        in_files["t1"] = t1
+    return in_files
+
+
+@failsafe_run(get_input_fnames=get_input_fnames_layer_surfaces)
+def run_layer_surfaces(
+    *,
+    cfg: SimpleNamespace,
+    exec_params: SimpleNamespace,
+    subject: str,
+    session: str | None,
+    in_files: dict,
+) -> dict:
+    """Compute, save and report the layer surfaces of one subject/session."""
+    # missing or broken FreeSurfer files raise errors naming them (from_freesurfer)
+    msg = (
+        f"Computing {cfg.laminar_n_layers} {cfg.laminar_depth_method} layer surfaces "
+        f"(columns {cfg.laminar_column_spacing}, orientation {cfg.laminar_orientation})"
+    )
+    logger.info(**gen_log_kwargs(message=msg))
+    surf = LaminarSurfaces.from_freesurfer(
+        cfg.fs_subject,
+        cfg.fs_subjects_dir,
+        n_layers=cfg.laminar_n_layers,
+        method=cfg.laminar_depth_method,
+        spacing=cfg.laminar_column_spacing,
+        orientation=cfg.laminar_orientation,
+        cortex_mask=cfg.laminar_cortex_mask,
+        min_thickness=cfg.laminar_min_thickness,
+        verbose=False,
+    )
+    qc = surf.qc
+    msg = (
+        f"Kept {qc['n_kept']['lh']} lh + {qc['n_kept']['rh']} rh columns; dropped "
+        f"{qc['dropped_total'] or 'none'}; crossings {qc['crossings']}, thin columns "
+        f"{qc['thin_columns']}, zero-length links {qc['zero_length_link']}"
+    )
+    logger.info(**gen_log_kwargs(message=msg))
+    _mbp.ensure_dataset(cfg)
+    paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
+    in_files.clear()  # every input was read by from_freesurfer
+
+    with _open_report(
+        cfg=cfg, exec_params=exec_params, subject=subject, session=session
+    ) as report:
+        logger.info(**gen_log_kwargs(message="Adding layer surfaces to the report"))
+        _add_report(report, surf, cfg)
+
+    out_files = {path.name: path for path in paths}
+    return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
+
+
+def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
+    tags = _mbp.REPORT_TAGS
+    t1 = _mbp.fs_path(cfg, "mri", "T1.mgz")
+    fig = viz.plot_layer_slices(
+        surf.layers, surf.combined_tris(), t1_fname=t1 if t1.is_file() else None,
+        title=f"{surf.n_layers} {surf.method} layers of {cfg.fs_subject} (tkRAS)",
+    )  # fmt: skip
+    report.add_figure(
+        fig=fig,
+        title="Layer surfaces: slices",
+        caption=(
+            "Intersections of every layer surface (0 = pial, "
+            f"{surf.n_layers - 1} = white) with coronal and axial planes"
+            + (" through T1.mgz" if t1.is_file() else "")
+            + f"; drawn on the column mesh (spacing {surf.spacing}), as saved."
+        ),
+        section=SECTION,
+        tags=tags,
+        replace=True,
+    )
+    mid = surf.n_layers // 2
+    thick = surf.thickness()
+    clim = tuple(np.percentile(thick, [2, 98])) if len(thick) else None
+    images = []
+    for hemi in HEMIS:
+        sl = surf.columns(hemi)
+        if sl.stop - sl.start == 0 or not len(surf.tris[hemi]):
+            continue
+        images += viz.plot_surface_map(
+            surf.layers[mid, sl], surf.tris[hemi], thick[sl],
+            title=f"layer {mid:02d}", cmap="viridis", clim=clim, hemi=hemi,
+            label="thickness (mm)",
+        )  # fmt: skip
+    if images:
+        report.add_figure(
+            fig=viz.image_grid(images, ncols=2),
+            title="Layer surfaces: one layer",
+            caption=(
+                f"Layer {mid:02d} of {surf.n_layers} (depth fraction "
+                f"{surf.fractions[mid]:.2f} from white), coloured by the column's "
+                "white-pial thickness; holes are the removed medial wall."
+            ),
+            section=SECTION,
+            tags=tags,
+            replace=True,
+        )
+    report.add_html(
+        html=_summary_table(surf),
+        title="Layer surfaces: summary",
+        section=SECTION,
+        tags=tags,
+        replace=True,
+    )
+
+
+def _summary_table(surf: LaminarSurfaces) -> str:
+    qc = surf.qc
+    thick = surf.thickness()
+    rows = [
+        ("Layers", f"{surf.n_layers} ({surf.method}; 0 = pial, {surf.n_layers - 1} = white)"),
+        ("Column spacing", surf.spacing),
+        ("Orientation", f"{surf.orientation} ({surf.orientation_sign})"),
+    ]
+    for hemi in HEMIS:
+        sl = surf.columns(hemi)
+        dropped = qc.get("dropped", {}).get(hemi, {})
+        why = ", ".join(f"{n} {r}" for r, n in dropped.items()) or "none"
+        rows += [
+            (
+                f"Columns kept ({hemi})",
+                f"{qc.get('n_kept', {}).get(hemi, sl.stop - sl.start)} of "
+                f"{qc.get('n_candidates', {}).get(hemi, '?')}",
+            ),
+            (f"Columns dropped ({hemi})", why),
+            (f"Medial-wall mask ({hemi})", qc.get("cortex_mask", {}).get(hemi, "?")),
+            (
+                f"Median thickness ({hemi})",
+                f"{np.median(thick[sl]):.2f} mm" if sl.stop > sl.start else "n/a",
+            ),
+        ]
+    rows += [
+        ("Layer crossings (columns)", qc.get("crossings", "?")),
+        ("Pial inside white (columns)", qc.get("inverted_columns", "?")),
+        (
+            f"Thin columns (< {qc.get('min_thickness_mm', '?')} mm)",
+            qc.get("thin_columns", "?"),
+        ),
+        ("Zero-length link vectors", qc.get("zero_length_link", "?")),
+    ]
+    caption = "Drop reasons: " + "; ".join(f"{k}: {v}" for k, v in DROP_REASONS.items())
+    return viz.html_table(("Quantity", "Value"), rows, caption=caption)
+
+
+def get_config(
+    *, config: SimpleNamespace, subject: str, session: str | None = None
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        laminar_n_layers=config.laminar_n_layers,
+        laminar_depth_method=config.laminar_depth_method,
+        laminar_column_spacing=config.laminar_column_spacing,
+        laminar_orientation=config.laminar_orientation,
+        laminar_cortex_mask=config.laminar_cortex_mask,
+        laminar_min_thickness=config.laminar_min_thickness,
+        **_mbp.laminar_cfg(config, subject, session),
+    )
+
+
+def main(*, config: SimpleNamespace) -> None:
+    """Run the layer surfaces step."""
+    _mbp.run_step(run_layer_surfaces, config=config, get_config=get_config)

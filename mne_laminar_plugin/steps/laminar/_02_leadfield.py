@@ -1,0 +1,497 @@
+"""Laminar leadfield.
+
+The leadfield of every layer of every cortical column, simulated with MNE on
+the layer surfaces (MBP's BEM solution, head<->MRI transform and measurement
+info), loaded from ``laminar_leadfield_dir`` or generated at random. Writes
+``sub-XX_desc-laminar_leadfield.h5`` (+ JSON sidecar), the same leadfield as
+an MNE forward ``sub-XX_desc-laminar_fwd.fif`` when it has the geometry and
+fits in a FIF file (< 2 GB), and a "Laminar leadfield" report section.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from mne_bids import BIDSPath
+from mne_bids_pipeline._logging import gen_log_kwargs, logger
+from mne_bids_pipeline._report import _open_report
+from mne_bids_pipeline._run import _sanitize_callable, failsafe_run
+
+from ... import _mbp, bids, viz
+from ... import leadfield as L
+from ... import surfaces as S
+
+SECTION = "Laminar leadfield"
+MAX_OUTLIER_ROWS = 50
+#: The step that makes each input (named in the error when it is missing).
+MAKERS = {
+    "bem": "source/make_bem_solution",
+    "trans": "source/make_forward",
+    "info": "preprocessing/sensor (the info file of source/make_forward: the "
+    "evoked *_ave.fif, or set source_info_path_update)",
+    "surfaces": "laminar/layer_surfaces",
+    "columns": "laminar/layer_surfaces",
+    **{f"positions_{h}": "laminar/layer_surfaces" for h in S.HEMIS},
+    **{f"orientation_{h}": "laminar/layer_surfaces" for h in S.HEMIS},
+}
+
+
+# ----------------------------------------------------------------- inputs
+def _info_path(cfg, subject, session) -> BIDSPath:
+    """The measurement info MBP's source/make_forward reads (same rule)."""
+    task = cfg.runs_tasks[0][1]
+    path = BIDSPath(
+        subject=subject, session=session, task=task, acquisition=cfg.acq, run=None,
+        recording=cfg.rec, space=cfg.space, extension=".fif", datatype=cfg.datatype,
+        root=cfg.deriv_root, check=False,
+    )  # fmt: skip
+    if cfg.source_info_path_update is not None:
+        update = dict(cfg.source_info_path_update)
+    elif cfg.noise_cov in ("rest", "noise"):
+        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
+    else:
+        update = dict(suffix="ave", task=task)
+    return path.update(**update)
+
+
+def _bem_path(cfg) -> Path:
+    from mne_bids_pipeline._config_utils import _get_bem_conductivity
+
+    _, tag = _get_bem_conductivity(cfg)
+    return _mbp.fs_path(cfg, "bem", f"{cfg.fs_subject}-{tag}-bem-sol.fif")
+
+
+def _surface_files(cfg, subject, session) -> dict[str, Path]:
+    root, sp = cfg.laminar_root, cfg.laminar_column_spacing
+    files = {
+        "surfaces": S.summary_fname(root, subject, session, sp),
+        "columns": S.columns_fname(root, subject, session, sp),
+    }
+    for hemi in S.HEMIS:
+        files[f"positions_{hemi}"] = S.positions_fname(root, subject, session, hemi, sp)
+        files[f"orientation_{hemi}"] = S.orientation_fname(root, subject, session, hemi, sp)
+    return files
+
+
+def _load_candidate(cfg, subject) -> Path:
+    """The file ``laminar_leadfield_mode='load'`` reads for this subject."""
+    if cfg.laminar_leadfield_dir is None:
+        raise ValueError(
+            "laminar_leadfield_mode='load' needs laminar_leadfield_dir (a folder "
+            "with {subject}_{fixed|free}_leadfield.npz, *_leadfield.h5 or *-fwd.fif)"
+        )
+    builder = L.LeadfieldBuilder(leadfield_dir=cfg.laminar_leadfield_dir)
+    folder = Path(cfg.laminar_leadfield_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"laminar_leadfield_dir {folder} is not a folder")
+    tried = []
+    for name in (f"sub-{subject}", subject):
+        found, names = builder._candidates(name, cfg.laminar_orientation_type)
+        tried += names
+        if len(found) > 1:
+            raise ValueError(
+                f"Several leadfield files match subject {subject!r} in {folder}: "
+                f"{[p.name for p in found]}; keep one per subject"
+            )
+        if found:
+            return found[0]
+    raise FileNotFoundError(L._missing_message(folder, tried))
+
+
+def get_input_fnames_leadfield(
+    *, cfg: SimpleNamespace, subject: str, session: str | None
+) -> dict:
+    """Inputs by mode; missing ones raise an error naming the step that makes them."""
+    mode = cfg.laminar_leadfield_mode
+    in_files: dict = {}
+    surf_files = _surface_files(cfg, subject, session)
+    if mode == "load":
+        in_files["leadfield"] = _load_candidate(cfg, subject)
+        if all(Path(p).is_file() for p in surf_files.values()):
+            in_files.update(surf_files)  # optional: gives the layer/column layout
+    else:
+        in_files.update(surf_files)
+        in_files["info"] = _info_path(cfg, subject, session)
+        if mode == "simulate":
+            in_files["bem"] = _bem_path(cfg)
+            in_files["trans"] = _mbp.mbp_path(cfg, subject, session, suffix="trans")
+    _mbp.require_inputs(in_files, MAKERS)
+    return in_files
+
+
+# ------------------------------------------------------------------- step
+def _channel_flags(cfg) -> tuple[bool, bool]:
+    ch_types = set(cfg.ch_types)
+    return bool(ch_types & {"meg", "mag", "grad"}), "eeg" in ch_types
+
+
+@failsafe_run(get_input_fnames=get_input_fnames_leadfield)
+def run_leadfield(
+    *,
+    cfg: SimpleNamespace,
+    exec_params: SimpleNamespace,
+    subject: str,
+    session: str | None,
+    in_files: dict,
+) -> dict:
+    """Simulate, load or generate the laminar leadfield of one subject/session."""
+    import mne
+
+    mode = cfg.laminar_leadfield_mode
+    ori = cfg.laminar_orientation_type
+    surf = None
+    if "surfaces" in in_files:
+        surf = S.LaminarSurfaces.load(
+            cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing,
+            verbose=False,
+        )  # fmt: skip
+    sources = {}
+    if mode == "simulate":
+        meg, eeg = _channel_flags(cfg)
+        dtype = "float32" if cfg.laminar_forward_float32 else "float64"
+        msg = (
+            f"Simulating the {ori} laminar leadfield: {surf.n_layers} layers x "
+            f"{surf.n_columns} columns, engine {cfg.laminar_forward_engine!r}, "
+            f"skull margin {cfg.laminar_skull_margin} mm"
+        )
+        logger.info(**gen_log_kwargs(message=msg))
+        info_fname = Path(in_files["info"].fpath)
+        sources = dict(
+            bem=Path(in_files["bem"]), trans=Path(in_files["trans"].fpath), info=info_fname
+        )
+        builder = L.LeadfieldBuilder(
+            surfaces=surf, bem=sources["bem"], trans=sources["trans"],
+            info=mne.io.read_info(info_fname, verbose=False),
+            mindist=cfg.laminar_skull_margin, engine=cfg.laminar_forward_engine,
+            meg=meg, eeg=eeg, dtype=dtype, verbose=False,
+        )  # fmt: skip
+        data = builder.simulate(cfg.fs_subject, ori)
+        data.provenance.update(bem=str(sources["bem"]), trans=str(sources["trans"]),
+                               info=str(info_fname))  # fmt: skip
+    elif mode == "random":
+        meg, eeg = _channel_flags(cfg)
+        info_fname = Path(in_files["info"].fpath)
+        sources = dict(info=info_fname)
+        info = mne.io.read_info(info_fname, verbose=False)
+        from ...forward import fwd_channel_picks
+
+        info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
+        seed = cfg.laminar_random_seed
+        msg = f"Generating a random {ori} leadfield (seed {seed})"
+        logger.info(**gen_log_kwargs(message=msg))
+        data = L.LeadfieldBuilder().random(
+            ori, len(info["ch_names"]), surf.n_layers * surf.n_columns,
+            random_state=seed, n_layers=surf.n_layers, subject=subject,
+        )  # fmt: skip
+        data.ch_names = list(info["ch_names"])
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+    else:
+        fname = Path(in_files["leadfield"])
+        sources = dict(leadfield=fname)
+        msg = f"Loading the {ori} leadfield {fname}"
+        logger.info(**gen_log_kwargs(message=msg))
+        data = L.read_leadfield(fname, orientation_type=ori)
+        data.provenance.update(mode="load", subject=subject)
+        _attach_layout(data, surf)
+    if surf is not None:
+        sources["surfaces"] = S.summary_fname(
+            cfg.laminar_root, subject, session, cfg.laminar_column_spacing
+        )
+    in_files.clear()  # everything was read above
+
+    _mbp.ensure_dataset(cfg)
+    paths, fwd_written = _save(cfg, subject, session, data, surf, sources)
+    with _open_report(
+        cfg=cfg, exec_params=exec_params, subject=subject, session=session
+    ) as report:
+        logger.info(**gen_log_kwargs(message="Adding the laminar leadfield to the report"))
+        _add_report(report, data, surf, cfg, paths, fwd_written)
+    out_files = {path.name: path for path in paths}
+    return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
+
+
+def _attach_layout(data: L.LeadfieldData, surf) -> None:
+    """Give a loaded leadfield the layers/columns of the surfaces when they match."""
+    if surf is None:
+        return
+    if data.n_layers > 1:
+        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
+            logger.warning(
+                **gen_log_kwargs(
+                    message=f"The loaded leadfield has {data.n_layers} layers x "
+                    f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
+                    f"{surf.n_columns}: the leadfield's own layout is kept"
+                )
+            )
+        else:
+            data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        return
+    if data.n_sources == surf.n_layers * surf.n_columns:
+        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
+        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
+        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        data.provenance["layout"] = "layer-major, from the layer surfaces"
+
+
+def _uri(cfg, path) -> str | None:
+    """A BIDS URI for a file of this dataset or of the raw dataset, else the path."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    for name, root in (("", cfg.laminar_root), ("raw", cfg.bids_root)):
+        root = Path(root).resolve()
+        if path.is_relative_to(root):
+            return bids.bids_uri(name, os.path.relpath(path, root))
+    return str(path)
+
+
+def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
+    types = list(dict.fromkeys(data.ch_types))
+    units = {t: data.units[data.ch_types.index(t)] for t in types}
+    counts = {t: data.ch_types.count(t) for t in types}
+    hemi, vertno = data.column_hemi, data.column_vertno
+    dropped = [
+        dict(
+            column=int(col),
+            hemi=None if hemi is None else str(hemi[col]),
+            vertex=None if vertno is None else int(vertno[col]),
+            reason=reason,
+        )
+        for col, reason in zip(data.dropped_columns, data.dropped_reasons)
+    ]
+    by_reason = {r: data.dropped_reasons.count(r) for r in dict.fromkeys(data.dropped_reasons)}
+    uris = {key: _uri(cfg, path) for key, path in sources.items()}
+    side = {
+        "Description": (
+            "Laminar leadfield: sensor gain of every cortical column at every "
+            "layer depth, sources layer-major (source l * n_kept + k is kept "
+            "column k at layer l; layer 0 = pial). Stored in HDF5 dataset "
+            "'leadfield' with shape (n_channels, n_sources) for fixed or "
+            "(n_channels, n_sources, K) for free orientation."
+        ),
+        "LeadfieldMode": cfg.laminar_leadfield_mode,
+        "Synthetic": bool(data.synthetic),
+        "OrientationType": data.orientation_type,
+        "OrientationBasis": (
+            "fixed: free leadfield projected on each source's orientation "
+            "(dataset src_ori, head frame)"
+            if data.orientation_type == "fixed"
+            else "free: components along dataset Q_basis (x/y/z of the head frame "
+            "for simulated leadfields)"
+        ),
+        "Units": units,
+        "ChannelCounts": counts,
+        "NumberOfLayers": int(data.n_layers),
+        "LayerOrder": f"0 = pial (most superficial) ... {data.n_layers - 1} = white (deepest)",
+        "NumberOfColumns": int(data.n_columns),
+        "NumberOfKeptColumns": int(len(data.columns)),
+        "NumberOfSources": int(data.n_sources),
+        "DroppedColumns": {"Count": len(dropped), "ByReason": by_reason, "Columns": dropped},
+        "CoordinateSystem": "src_coords: head coordinates (m); mri_head_t: MRI "
+        "(FreeSurfer surface RAS) -> head",
+        "Sources": [u for u in uris.values() if u],
+        "LayerSurfaces": uris.get("surfaces"),
+        "ForwardFile": fwd_name,
+        "LaminarLayout": {
+            "n_layers": int(data.n_layers),
+            "n_columns": int(data.n_columns),
+            "dropped_columns": [int(c) for c in data.dropped_columns],
+            "dropped_reasons": list(data.dropped_reasons),
+        },
+        "GeneratedBy": data.provenance,
+    }
+    if surf is not None:
+        side["OrientationConvention"] = f"{surf.orientation}: {surf.orientation_sign}"
+        side["ColumnSpacing"] = surf.spacing
+    if cfg.laminar_leadfield_mode == "simulate":
+        side.update(
+            SkullMargin=float(cfg.laminar_skull_margin),
+            SkullMarginUnits="mm",
+            ForwardEngine=cfg.laminar_forward_engine,
+            Float32=bool(cfg.laminar_forward_float32),
+            BEM=uris.get("bem"),
+            Trans=uris.get("trans"),
+            Info=uris.get("info"),
+        )
+    if cfg.laminar_leadfield_mode == "random":
+        side["RandomSeed"] = cfg.laminar_random_seed
+    if cfg.laminar_leadfield_mode == "load":
+        side["LoadedFrom"] = uris.get("leadfield")
+    return side
+
+
+def _save(cfg, subject, session, data, surf, sources):
+    root = Path(cfg.laminar_root)
+    names = {k: L.leadfield_fname(root, subject, session, datatype=cfg.datatype, kind=k)
+             for k in ("h5", "json", "fwd", "fwd_json")}  # fmt: skip
+    can_fwd = (
+        data.info is not None
+        and data.src_coords is not None
+        and data.mri_head_t is not None
+        and (data.orientation_type == "free" or data.src_ori is not None)
+        and not (data.orientation_type == "free" and data.leadfield.shape[2] != 3)
+    )
+    fwd_ok = can_fwd and L.fits_in_fif(data)
+    if can_fwd and not fwd_ok:
+        logger.info(
+            **gen_log_kwargs(
+                message="Leadfield too large for one FIF tag (2 GB): no _fwd.fif, "
+                "the HDF5 file is the only copy (LeadfieldData.to_forward converts)"
+            )
+        )
+    written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
+    side = _sidecar(cfg, data, surf, sources, names["fwd"].name if fwd_ok else None)
+    written.append(bids.write_json(names["json"], side))
+    if fwd_ok:
+        written.append(L.write_forward_fif(names["fwd"], data, overwrite=True, verbose=False))
+        written.append(bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name)))
+    folder = names["h5"].parent
+    prefix = names["h5"].name.split("_desc-")[0]
+    bids.remove_stale(folder, f"{prefix}_desc-laminar_fwd.*", written)
+    return written, fwd_ok
+
+
+# ----------------------------------------------------------------- report
+def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) -> None:
+    tags = _mbp.REPORT_TAGS
+    norms = L.column_norms(data)
+    fig = L.plot_column_norms(
+        data, title=f"Leadfield column norm by layer ({data.orientation_type})", norms=norms
+    )
+    report.add_figure(
+        fig=fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
+        caption=(
+            "Norm over the channels of each unit group of every source's leadfield "
+            "column, sources layer-major (layer 0 = pial first); deeper layers are "
+            "farther from the sensors and should have smaller norms. Jumps or "
+            "zero columns point at scaling, orientation or loading problems."
+        ),
+    )  # fmt: skip
+    if data.n_layers > 1:
+        fig = L.plot_depth_ratio(data, norms=norms)
+        report.add_figure(
+            fig=fig, title="Deep vs superficial norm ratio", section=SECTION, tags=tags,
+            replace=True,
+            caption="Per column: norm of the deepest layer over the pial layer "
+            "(log10). Below 0 (red line): the deep source is weaker at the sensors.",
+        )  # fmt: skip
+        images = _ratio_map(data, surf, norms)
+        if images is not None:
+            report.add_figure(
+                fig=images, title="Deep vs superficial ratio map", section=SECTION,
+                tags=tags, replace=True,
+                caption="log10(deepest / pial column norm) on the pial surface "
+                "(grey: columns without leadfield).",
+            )  # fmt: skip
+    flagged = L.flag_outlier_columns(data, norms=norms)
+    rows = [
+        (r["column"], r["hemi"] or "n/a", "n/a" if r["vertno"] is None else r["vertno"],
+         r["layer"], L._pretty(r["unit"]), r["norm"], r["robust_z"])
+        for r in flagged[:MAX_OUTLIER_ROWS]
+    ]  # fmt: skip
+    caption = (
+        f"{len(flagged)} flagged (layer, column) pairs: log10 norm more than 5 robust "
+        "SDs (1.4826 MAD) from the layer's median, or zero."
+        + (f" First {MAX_OUTLIER_ROWS} shown." if len(flagged) > MAX_OUTLIER_ROWS else "")
+    )
+    html = viz.html_table(
+        ("column", "hemi", "vertex", "layer", "unit group", "norm", "robust z"),
+        rows or [("none", "", "", "", "", "", "")], caption=caption,
+    )  # fmt: skip
+    report.add_html(html=html, title="Outlier columns", section=SECTION, tags=tags, replace=True)
+    report.add_html(
+        html=_metadata_table(data, cfg, paths, fwd_written),
+        title="Leadfield metadata", section=SECTION, tags=tags, replace=True,
+    )  # fmt: skip
+
+
+def _ratio_map(data: L.LeadfieldData, surf, norms):
+    if surf is None or data.column_hemi is None or data.n_columns != surf.n_columns:
+        return None
+    ratios = L.depth_ratio(data, norms=norms)
+    unit = next((u for u in ("fT/nAm", "fT/cm/nAm", "uV/nAm") if u in ratios), None)
+    if unit is None:
+        return None
+    values = np.full(surf.n_columns, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values[data.columns] = np.log10(ratios[unit])
+    images = []
+    for hemi in S.HEMIS:
+        sl = surf.columns(hemi)
+        if sl.stop == sl.start or not len(surf.tris[hemi]):
+            continue
+        images += viz.plot_surface_map(
+            surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
+            cmap="RdBu_r", hemi=hemi, label=f"log10 ratio ({L._pretty(unit)})",
+        )  # fmt: skip
+    return viz.image_grid(images, ncols=2) if images else None
+
+
+def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:
+    types = list(dict.fromkeys(data.ch_types))
+    prov = data.provenance
+    by_reason = {r: data.dropped_reasons.count(r) for r in dict.fromkeys(data.dropped_reasons)}
+    rows = [
+        ("Mode", cfg.laminar_leadfield_mode + (" (synthetic)" if data.synthetic else "")),
+        ("Orientation", data.orientation_type),
+        ("Shape", " x ".join(str(s) for s in data.leadfield.shape)),
+        ("dtype", str(data.leadfield.dtype)),
+        ("Channels", ", ".join(f"{data.ch_types.count(t)} {t}" for t in types)),
+        ("Units", ", ".join(f"{t}: {L._pretty(data.units[data.ch_types.index(t)])}" for t in types)),
+        ("Layers", f"{data.n_layers} (0 = pial ... {data.n_layers - 1} = white)"),
+        ("Columns kept", f"{len(data.columns)} of {data.n_columns}"),
+        ("Columns dropped", "; ".join(f"{n}: {r}" for r, n in by_reason.items()) or "none"),
+    ]
+    if cfg.laminar_leadfield_mode == "simulate":
+        timings = prov.get("timings_s", {})
+        rows += [
+            ("Engine", prov.get("engine", cfg.laminar_forward_engine)),
+            ("Skull margin", f"{cfg.laminar_skull_margin} mm"),
+            ("Conductor", prov.get("conductor", "")),
+            ("BEM", prov.get("bem", "")),
+            ("Trans", prov.get("trans", "")),
+            ("Info", prov.get("info", "")),
+            ("Time", ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())),
+        ]
+    elif cfg.laminar_leadfield_mode == "random":
+        rows.append(("Random seed", cfg.laminar_random_seed))
+    else:
+        rows.append(("Loaded from", prov.get("loaded_from", "")))
+    rows.append(("Files", ", ".join(Path(p).name for p in paths)))
+    if not fwd_written:
+        rows.append(("MNE forward", "not written (no geometry/info, or > 2 GB)"))
+    return viz.html_table(("Quantity", "Value"), rows)
+
+
+# ----------------------------------------------------------------- config
+def get_config(
+    *, config: SimpleNamespace, subject: str, session: str | None = None
+) -> SimpleNamespace:
+    from mne_bids_pipeline._config_utils import get_runs_tasks
+
+    seed = config.laminar_random_seed
+    margin = config.laminar_skull_margin
+    return SimpleNamespace(
+        laminar_leadfield_mode=config.laminar_leadfield_mode,
+        laminar_leadfield_dir=config.laminar_leadfield_dir,
+        laminar_orientation_type=config.laminar_orientation_type,
+        laminar_random_seed=config.random_state if seed is None else seed,
+        laminar_skull_margin=float(config.mindist if margin is None else margin),
+        laminar_forward_engine=config.laminar_forward_engine,
+        laminar_forward_float32=config.laminar_forward_float32,
+        laminar_column_spacing=config.laminar_column_spacing,
+        runs_tasks=get_runs_tasks(config=config, subject=subject, session=session),
+        source_info_path_update=config.source_info_path_update,
+        noise_cov=_sanitize_callable(config.noise_cov),
+        use_template_mri=config.use_template_mri,
+        **_mbp.laminar_cfg(config, subject, session),
+    )
+
+
+def main(*, config: SimpleNamespace) -> None:
+    """Run the laminar leadfield step."""
+    _mbp.run_step(run_leadfield, config=config, get_config=get_config)
