@@ -143,18 +143,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
     On error the temporary file is removed, so no half-written file is left.
-    The temporary name keeps the final extension(s) so that writers that check
-    extensions (MNE, nibabel) accept it.
+    The temporary name ends with the final name (``.part-<token>-<name>``) so
+    that writers that check endings (MNE's ``_fwd.fif``, nibabel's ``.gii``)
+    accept it. The file gets the usual permissions (0666 minus the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    stem = path.name[: len(path.name) - len(suffix)] if path.suffixes else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=f"-{path.name}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

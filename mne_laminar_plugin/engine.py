@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import types
 from copy import deepcopy
@@ -36,14 +37,23 @@ from functools import lru_cache
 
 import numpy as np
 
-from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
+from mne.utils import (
+    ProgressBar,
+    _check_option,
+    _ensure_int,
+    _validate_type,
+    logger,
+    verbose,
+)
 
 __all__ = ["check_inside", "compute_gain", "compute_gain_mne", "gain_ch_names"]
 
-_TIMINGS = dict()  # cumulative seconds per phase (read by the benchmark)
+_TIMINGS = dict()  # cumulative seconds per phase, summed over threads
+_TIMINGS_LOCK = threading.Lock()
 _MAG_FACTOR = 1e-7  # mu_0 / (4 pi), as mne.forward._compute_forward._MAG_FACTOR
 _CHUNK_BYTES = 48e6
-_N_NEAR = 16  # float32 output: nearest BEM nodes whose terms stay float64  # size of the per-chunk work buffer (infinite potentials)
+_N_NEAR = 16  # float32 output: nearest BEM nodes whose terms stay float64
+_NEAR_GRID = 0.005  # m, voxel size of the lookup of those nodes  # size of the per-chunk work buffer (infinite potentials)
 _RAY_EDGE_TOL = 1e-10  # relative (to the mesh extent squared) ambiguity tolerance
 _RAY_Z_TOL = 1e-9  # metres: points this close to a crossing use MNE's solid angles
 
@@ -387,26 +397,35 @@ def _k_eeg_sphere(rr, q, r0, pos, w, starts, rad, mu, lam, out):  # pragma: no c
                 out[n_ori * i + k, c] = q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
 
 
-def _k_near_field(mri_rr, q, nodes, near, sol_T, v0, out):  # pragma: no cover
-    """Take the nearest BEM nodes out of a float32 product, in float64.
+def _k_near_field(mri_rr, q, nodes, table, grid, sol_T, v0, out):  # pragma: no cover
+    """Take the BEM nodes near each source out of a float32 product.
 
     For float32 output the BEM correction v0 @ sol_T is a float32 product, but
     for sources close to the surface it is many times larger than the final
     field (it cancels most of the primary field), and its largest terms come
-    from the few nodes nearest to the source. Those terms are recomputed here
-    in float64 (out[dip] = sum_j v0_64[dip, j] sol_T[j]) and zeroed in the
-    float32 ``v0``. ``q`` is (n_src, n_ori, 3), MRI frame; ``near`` holds the
-    node indices (n_src, k).
+    from the nodes nearest to the source. Those terms are recomputed here in
+    float64 (out[dip] = sum_j v0_64[dip, j] sol_T[j]) and zeroed in the float32
+    ``v0``; the split is exact whichever nodes are taken. The nodes are those
+    nearest to the centre of the source's voxel in a regular grid, ``grid`` =
+    (x0, y0, z0, h, nx, ny, nz), ``table`` (n_voxels, k). ``q`` is
+    (n_src, n_ori, 3), MRI frame.
     """
     n_src = mri_rr.shape[0]
     n_ori = q.shape[1]
     n_ch = sol_T.shape[1]
+    gnx = int(grid[4])
+    gny = int(grid[5])
+    gnz = int(grid[6])
     for i in prange(n_src):  # noqa: F821
+        ix = min(max(int((mri_rr[i, 0] - grid[0]) / grid[3]), 0), gnx - 1)
+        iy = min(max(int((mri_rr[i, 1] - grid[1]) / grid[3]), 0), gny - 1)
+        iz = min(max(int((mri_rr[i, 2] - grid[2]) / grid[3]), 0), gnz - 1)
+        vox = (ix * gny + iy) * gnz + iz
         for k in range(n_ori):
             for c in range(n_ch):
                 out[n_ori * i + k, c] = 0.0
-        for jj in range(near.shape[1]):
-            j = near[i, jj]
+        for jj in range(table.shape[1]):
+            j = table[vox, jj]
             dx = nodes[0, j] - mri_rr[i, 0]
             dy = nodes[1, j] - mri_rr[i, 1]
             dz = nodes[2, j] - mri_rr[i, 2]
@@ -500,11 +519,12 @@ _KERNELS = (
 def _get_kernels():
     """Compile (or load from numba's on-disk cache) the kernels.
 
-    They are compiled serial (``prange`` = ``range``) and release the GIL; the
-    engine splits each chunk over a pool of Python threads (_Threads). Unlike
-    numba's own parallel layer (OpenMP), idle pool threads do not spin, so
-    they do not steal cores from the multithreaded BLAS product that follows
-    each kernel, and the kernels are safe to call from any thread.
+    They are compiled serial (``prange`` = ``range``) and release the GIL. The
+    unit of parallelism is a chunk of sources, computed start to finish by one
+    thread (kernels, then a single-threaded BLAS product): chunks run on a
+    pool of Python threads in-process, or on joblib/dask workers, with the
+    same per-chunk arithmetic, hence the same result. Unlike numba's OpenMP
+    layer, idle pool threads do not spin and steal cores from BLAS.
     """
     import numba
 
@@ -676,6 +696,7 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
         trans=trans_name,
         meg=meg,
         eeg=eeg,
+        verbose=logger.level if logger.level > logging.INFO else "warning",
     )
     ch_names = list()
     for key in ("meg", "eeg"):  # MNE's _FWD_ORDER: MEG rows, then EEG rows
@@ -757,14 +778,16 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
 
 
 def _add_time(key, dt):
-    _TIMINGS[key] = _TIMINGS.get(key, 0.0) + dt
+    with _TIMINGS_LOCK:
+        _TIMINGS[key] = _TIMINGS.get(key, 0.0) + dt
 
 
-def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
+def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
     """Compute the gain of a chunk of sources into out_T (n_dip, n_ch), C order.
 
     ``out_T`` is the transpose of a column block of the (F-ordered) output.
-    Returns the work buffer for reuse.
+    Runs in the calling thread (call it with single-threaded BLAS). Returns
+    the work buffer for reuse.
     """
     kernels = _get_kernels()
     n_src = len(rr_head)
@@ -805,7 +828,7 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
                     eeg_buf[n_ori * a : n_ori * b],
                 )  # fmt: skip
 
-        threads.run(n_src, fun)
+        fun(0, n_src)
         if eeg_buf is not None:
             eeg_buf *= 0.25 / np.pi
             out_T[:, plan.eeg_sl] = eeg_buf
@@ -828,8 +851,6 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
 
     single = dtype == np.float32
     if single:  # the nearest nodes' terms are done in float64 (_k_near_field)
-        near = plan.node_tree.query(mri_rr, k=min(_N_NEAR, n_nodes))[1]
-        near = np.ascontiguousarray(near.reshape(n_src, -1), np.int64)
         near_out = np.empty((n_dip, plan.n_ch))
         q_near = q_mri[:, np.newaxis] if fixed else np.broadcast_to(plan.mri_Q, (n_src, 3, 3))
         q_near = np.ascontiguousarray(q_near)
@@ -843,8 +864,9 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
             )
         if single:
             kernels.near_field(
-                mri_rr[a:b], q_near[a:b], plan.nodes, near[a:b], plan.sol_T,
-                v0[n_ori * a : n_ori * b], near_out[n_ori * a : n_ori * b],
+                mri_rr[a:b], q_near[a:b], plan.nodes, plan.near_table,
+                plan.near_grid, plan.sol_T, v0[n_ori * a : n_ori * b],
+                near_out[n_ori * a : n_ori * b],
             )  # fmt: skip
         for (_, rmag, cw), buf in zip(plan.meg_groups if plan.has_meg else [], meg_bufs):
             if fixed:
@@ -852,7 +874,7 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, threads, work=None):
             else:
                 kernels.prim_free(rr_head[a:b], rmag, cw, buf[3 * a : 3 * b])
 
-    threads.run(n_src, fun)
+    fun(0, n_src)
     t1 = time.perf_counter()
     sol_T = plan.sol_T32 if single else plan.sol_T
     np.matmul(v0, sol_T, out=out_T)
@@ -882,16 +904,13 @@ def _meg_rows(plan, meg_bufs, n_dip):
 
 
 def _chunk_task(plan, rr_head, nn_head, dtype):
-    """One chunk in a joblib/dask worker: returns (n_ch, n_dip), F order.
-
-    One thread (kernels and BLAS): the parallelism comes from the workers.
-    """
+    """One chunk in a joblib/dask worker: returns (n_ch, n_dip), F order."""
     from threadpoolctl import threadpool_limits
 
     n_dip = len(rr_head) * (1 if nn_head is not None else 3)
     out_T = np.empty((n_dip, plan.n_ch), dtype)
     with threadpool_limits(limits=1, user_api="blas"):
-        _compute_chunk(plan, rr_head, nn_head, out_T, dtype, _Threads(1))
+        _compute_chunk(plan, rr_head, nn_head, out_T, dtype)
     return out_T.T
 
 
@@ -940,11 +959,28 @@ def _to_head(plan, rr, nn):
     return rr_head, nn_head
 
 
-def _default_chunk(plan, n_ori, dtype):
+def _near_table(nodes):
+    """Nearest BEM nodes to the centres of a regular grid around the nodes."""
+    from scipy.spatial import cKDTree
+
+    lo = nodes.min(0) - _NEAR_GRID
+    n = np.ceil((nodes.max(0) + _NEAR_GRID - lo) / _NEAR_GRID).astype(int)
+    axes = [lo[d] + _NEAR_GRID * (np.arange(n[d]) + 0.5) for d in range(3)]
+    centres = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    k = min(_N_NEAR, len(nodes))
+    table = cKDTree(nodes).query(centres, k=k, workers=-1)[1]
+    table = np.ascontiguousarray(table.reshape(len(centres), k), np.int64)
+    return table, np.array([*lo, _NEAR_GRID, *n], float)
+
+
+def _default_chunk(plan, n_src, n_ori, dtype):
+    """~48 MB of work buffer per chunk, and at least one chunk per CPU."""
     per_dip = np.dtype(dtype).itemsize * (
         plan.nodes.shape[1] if not plan.is_sphere else plan.n_ch
     )
-    return int(max(64, _CHUNK_BYTES // (per_dip * n_ori)))
+    by_mem = int(max(64, _CHUNK_BYTES // (per_dip * n_ori)))
+    by_cpu = -(-n_src // _n_cpus())
+    return max(1, min(by_mem, by_cpu))
 
 
 def _get_parallel(parallel, n_jobs):
@@ -1020,13 +1056,17 @@ def compute_gain(
         Include MEG / EEG channels (as in :func:`mne.make_forward_solution`).
     n_jobs : int | None
         Number of joblib workers over chunks of sources. None or 1 computes in
-        this process using all cores (numba threads and threaded BLAS).
+        this process with one thread per available core (each thread computes
+        whole chunks: numba kernels, then a single-threaded BLAS product).
     dtype : numpy dtype
         ``np.float64`` (default) or ``np.float32``. float32 halves the memory
         and the time of the BEM product (relative error ~1e-6, see
         ``benchmarks/README.md``).
     chunk_size : int | None
-        Sources per chunk. None picks ~48 MB of work buffer per chunk.
+        Sources per chunk. None picks ~48 MB of work buffer per chunk (and at
+        least one chunk per core). For a given ``chunk_size`` the result is
+        bitwise identical whatever ``n_jobs`` and ``parallel`` are; different
+        chunk sizes differ by BLAS rounding only (~1e-16 relative).
     parallel : None | str | joblib.Parallel
         How chunks are distributed: None (in-process unless ``n_jobs > 1``,
         which uses joblib's active backend, e.g. the one MNE-BIDS-Pipeline
@@ -1050,22 +1090,22 @@ def compute_gain(
     dtype = np.dtype(dtype)
     _check_option("dtype", dtype.name, ("float64", "float32"))
     rr, nn = _check_sources(rr_mri, nn_mri)
+    if chunk_size is not None:
+        chunk_size = _ensure_int(chunk_size, "chunk_size")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    runner = _get_parallel(parallel, n_jobs)
     t0 = time.perf_counter()
     plan = _make_plan(info, trans, bem, meg=meg, eeg=eeg, n_jobs=n_jobs)
     _add_time("setup", time.perf_counter() - t0)
     if not plan.is_sphere and dtype == np.float32:
-        from scipy.spatial import cKDTree
-
         plan.sol_T32 = plan.sol_T.astype(np.float32)
-        plan.node_tree = cKDTree(plan.nodes.T)
+        plan.near_table, plan.near_grid = _near_table(plan.nodes.T)
     rr_head, nn_head = _to_head(plan, rr, nn)
     n_ori = 1 if nn is not None else 3
     n_src = len(rr)
     if chunk_size is None:
-        chunk_size = _default_chunk(plan, n_ori, dtype)
-    _validate_type(chunk_size, "int-like", "chunk_size")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        chunk_size = _default_chunk(plan, n_src, n_ori, dtype)
     bounds = np.arange(0, n_src, int(chunk_size)).tolist() + [n_src]
     bounds = list(zip(bounds[:-1], bounds[1:]))
     out = np.empty((plan.n_ch, n_ori * n_src), dtype, order="F")
@@ -1075,38 +1115,61 @@ def compute_gain(
         f"({'fixed' if nn is not None else 'free'} orientation, {model}, "
         f"{dtype.name}, {len(bounds)} chunk{'s' if len(bounds) != 1 else ''})"
     )
-    runner = _get_parallel(parallel, n_jobs)
     show = logger.level <= logging.INFO and len(bounds) > 1
     pbar = ProgressBar(
         len(bounds), mesg="Gain chunks", which_tqdm=None if show else "off"
     )
     with pbar:
         if runner is None:
-            threads = _Threads(_n_cpus())
-            work = None
-            for ci, (a, b) in enumerate(bounds):
-                work = _compute_chunk(
-                    plan,
-                    rr_head[a:b],
-                    None if nn is None else nn_head[a:b],
-                    out[:, n_ori * a : n_ori * b].T,
-                    dtype,
-                    threads,
-                    work,
-                )
-                pbar.update(ci + 1)
+            _run_threads(plan, rr_head, nn_head, out, bounds, n_ori, dtype, pbar)
         else:
+            from threadpoolctl import threadpool_limits
+
             _get_kernels()  # load/compile once here, before workers start
-            results = runner(
-                _delayed_chunk(
-                    plan, rr_head[a:b], None if nn is None else nn_head[a:b], dtype
+            # (single-threaded BLAS here too, for thread-based backends)
+            with threadpool_limits(limits=1, user_api="blas"):
+                results = runner(
+                    _delayed_chunk(
+                        plan, rr_head[a:b], None if nn is None else nn_head[a:b], dtype
+                    )
+                    for a, b in bounds
                 )
-                for a, b in bounds
-            )
-            for ci, ((a, b), res) in enumerate(zip(bounds, results)):
-                out[:, n_ori * a : n_ori * b] = res
-                pbar.update(ci + 1)
+                for ci, ((a, b), res) in enumerate(zip(bounds, results)):
+                    out[:, n_ori * a : n_ori * b] = res
+                    pbar.update(ci + 1)
     return out
+
+
+def _run_threads(plan, rr_head, nn_head, out, bounds, n_ori, dtype, pbar):
+    """Compute the chunks on a pool of threads, each with single-threaded BLAS."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from threadpoolctl import threadpool_limits
+
+    local = threading.local()
+
+    def task(a, b):
+        local.work = _compute_chunk(
+            plan,
+            rr_head[a:b],
+            None if nn_head is None else nn_head[a:b],
+            out[:, n_ori * a : n_ori * b].T,
+            dtype,
+            getattr(local, "work", None),
+        )
+
+    n_threads = min(_n_cpus(), len(bounds))
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_threads == 1:
+            for ci, (a, b) in enumerate(bounds):
+                task(a, b)
+                pbar.update(ci + 1)
+            return
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="laminar-gain") as ex:
+            futures = [ex.submit(task, a, b) for a, b in bounds]
+            for ci, fut in enumerate(as_completed(futures)):
+                fut.result()
+                pbar.update(ci + 1)
 
 
 def _delayed_chunk(plan, rr_head, nn_head, dtype):

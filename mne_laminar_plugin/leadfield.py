@@ -1122,15 +1122,11 @@ def write_forward_fif(fname, data: LeadfieldData, *, overwrite=False, verbose=No
         )
     fwd = _to_forward(data)
     fname.parent.mkdir(parents=True, exist_ok=True)
-    # a temporary name MNE accepts (it must end with -fwd.fif / _fwd.fif)
-    fd, tmp = tempfile.mkstemp(prefix=f".{fname.name}.", suffix=".part_fwd.fif", dir=fname.parent)
-    os.close(fd)
-    try:
+    from .bids import atomic_path
+
+    # the temporary name ends with the final one, so MNE accepts it (_fwd.fif)
+    with atomic_path(fname) as tmp:
         mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
-        os.replace(tmp, fname)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return fname
 
 

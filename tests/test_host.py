@@ -104,6 +104,9 @@ NON_DEFAULT = dict(
     laminar_scalp_mesh="head",
     laminar_rois=["label/lh.demo_roi.label", "aparc:lh.precentral"],
     laminar_score_weights={"thickness": 2.0},
+    laminar_predictors_whiten=False,
+    laminar_predictors_ch_type="grad",
+    laminar_group_template="fsaverage5",
 )
 
 

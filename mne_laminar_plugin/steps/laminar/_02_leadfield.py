@@ -419,6 +419,8 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
     values = np.full(surf.n_columns, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         values[data.columns] = np.log10(ratios[unit])
+    finite = np.abs(values[np.isfinite(values)])
+    lim = float(np.percentile(finite, 98)) if finite.size else 1.0
     images = []
     for hemi in S.HEMIS:
         sl = surf.columns(hemi)
@@ -426,7 +428,8 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
             continue
         images += viz.plot_surface_map(
             surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
-            cmap="RdBu_r", hemi=hemi, label=f"log10 ratio ({L._pretty(unit)})",
+            cmap="RdBu_r", clim=(-lim, lim), hemi=hemi,
+            label=f"log10 ratio ({L._pretty(unit)})",
         )  # fmt: skip
     return viz.image_grid(images, ncols=2) if images else None
 

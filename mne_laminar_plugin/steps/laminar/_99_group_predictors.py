@@ -83,6 +83,11 @@ def get_input_fnames_group_predictors(
     for hemi in HEMIS:
         in_files[f"template-sphere-{hemi}"] = _template_surf(cfg, hemi, "sphere.reg")
         in_files[f"template-display-{hemi}"] = _template_surf(cfg, hemi, _display_kind(cfg, hemi))
+        # coordinates of template vertices: the anatomical (pial, else white) surface
+        pial = _template_surf(cfg, hemi, "pial")
+        in_files[f"template-anat-{hemi}"] = pial if pial.is_file() else _template_surf(
+            cfg, hemi, "white"
+        )
     return in_files
 
 
@@ -151,7 +156,8 @@ def run_group_predictors(
     for hemi in HEMIS:
         sphere = mne.read_surface(in_files.pop(f"template-sphere-{hemi}"))[0]
         disp_rr, disp_tris = mne.read_surface(in_files.pop(f"template-display-{hemi}"))[:2]
-        tpl[hemi] = dict(sphere=sphere, rr=disp_rr / 1e3, tris=disp_tris)
+        anat_rr = mne.read_surface(in_files.pop(f"template-anat-{hemi}"))[0]
+        tpl[hemi] = dict(sphere=sphere, rr=disp_rr / 1e3, tris=disp_tris, anat=anat_rr / 1e3)
     mapped = {hemi: [] for hemi in HEMIS}
     best_rows = []
     for sub, _ in cfg.group_subjects:
@@ -188,9 +194,9 @@ def run_group_predictors(
                         y=float(pred.pos[best, 1] * 1e3) if pred.pos is not None else None,
                         z=float(pred.pos[best, 2] * 1e3) if pred.pos is not None else None,
                         template_vertex=t_vert,
-                        template_x=float(tpl[hemi]["rr"][t_vert, 0] * 1e3),
-                        template_y=float(tpl[hemi]["rr"][t_vert, 1] * 1e3),
-                        template_z=float(tpl[hemi]["rr"][t_vert, 2] * 1e3),
+                        template_x=float(tpl[hemi]["anat"][t_vert, 0] * 1e3),
+                        template_y=float(tpl[hemi]["anat"][t_vert, 1] * 1e3),
+                        template_z=float(tpl[hemi]["anat"][t_vert, 2] * 1e3),
                     )
                 )
     assert len(in_files) == 0, in_files
@@ -248,7 +254,8 @@ def _table_sidecar(cfg) -> dict:
         },
         **{
             f"template_{a}": {
-                "LongName": f"{a} of the template vertex ({cfg.template} surface RAS)",
+                "LongName": f"{a} of the template vertex on its pial (else white) "
+                f"surface ({cfg.template} surface RAS)",
                 "Units": "mm",
             }
             for a in "xyz"
