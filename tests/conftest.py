@@ -49,3 +49,14 @@ def cli():
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _mne_log_level():
+    """MBP's config import sets MNE's log level for the process; reset it so
+    that ``mne.utils.warn`` warnings reach ``pytest.warns`` in every test."""
+    import mne
+
+    old = mne.set_log_level("warning", return_old_level=True)
+    yield
+    mne.set_log_level(old)
