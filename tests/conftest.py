@@ -60,3 +60,29 @@ def _mne_log_level():
     old = mne.set_log_level("warning", return_old_level=True)
     yield
     mne.set_log_level(old)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The 2-subject demo through `mne-laminar run --steps all` (loky, n_jobs=2).
+
+    One full MBP run shared by the end-to-end tests: MBP's preprocessing,
+    sensor and source stages, then the laminar stage, with a group template
+    ``tmpl`` (a copy of sub-01's spheres) so that the group step runs too.
+    """
+    import shutil
+
+    from mne_laminar_plugin.demo import make_demo_dataset
+
+    demo = make_demo_dataset(tmp_path_factory.mktemp("demo2"), n_subjects=2, seed=7)
+    tpl = demo.subjects_dir / "tmpl" / "surf"
+    tpl.mkdir(parents=True, exist_ok=True)
+    for hemi in ("lh", "rh"):
+        for kind in ("sphere.reg", "inflated", "pial"):
+            shutil.copy(demo.subjects_dir / "sub-01" / "surf" / f"{hemi}.{kind}", tpl)
+    with open(demo.config_path, "a") as fid:
+        fid.write('\nlaminar_group_template = "tmpl"\n')
+    res = run_cli("run", str(demo.config_path), "--steps", "all", "--n_jobs", "2",
+                  env={"_MNE_BIDS_STUDY_TESTING": "true"})
+    assert res.returncode == 0, (res.stdout[-5000:], res.stderr[-5000:])
+    return demo, res

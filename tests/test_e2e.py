@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mne_laminar_plugin import bids
-from mne_laminar_plugin.demo import make_demo_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -21,19 +20,8 @@ SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors")
 
 
 @pytest.fixture(scope="module")
-def demo2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo2")
-    return make_demo_dataset(root, n_subjects=2, seed=7)
-
-
-@pytest.fixture(scope="module")
-def loky_run(demo2):
-    from conftest import run_cli
-
-    res = run_cli("run", str(demo2.config_path), "--steps", "all", "--n_jobs", "2",
-                  env={"_MNE_BIDS_STUDY_TESTING": "true"})
-    assert res.returncode == 0, (res.stdout[-5000:], res.stderr[-5000:])
-    return demo2, res
+def loky_run(pipeline_run):
+    return pipeline_run
 
 
 def _laminar_files(bids_root: Path, subject: str) -> list[Path]:

@@ -627,26 +627,9 @@ def test_report_figures():
 
 # ------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The demo through `mne-laminar run --steps all` with a group template."""
-    import shutil
-
-    from conftest import run_cli
-
-    from mne_laminar_plugin.demo import make_demo_dataset
-
-    demo = make_demo_dataset(tmp_path_factory.mktemp("pred_demo"), n_subjects=1, seed=3)
-    tpl = demo.subjects_dir / "tmpl" / "surf"
-    tpl.mkdir(parents=True)
-    for hemi in ("lh", "rh"):
-        for kind in ("sphere.reg", "inflated"):
-            shutil.copy(demo.subjects_dir / "sub-01" / "surf" / f"{hemi}.{kind}", tpl)
-    with open(demo.config_path, "a") as fid:
-        fid.write('\nlaminar_group_template = "tmpl"\n')
-    res = run_cli("run", str(demo.config_path), "--steps", "all",
-                  env={"_MNE_BIDS_STUDY_TESTING": "true"})  # fmt: skip
-    assert res.returncode == 0, (res.stdout[-5000:], res.stderr[-5000:])
-    return demo, res
+def demo_run(pipeline_run):
+    """The shared 2-subject demo run (conftest), with group template ``tmpl``."""
+    return pipeline_run
 
 
 @pytest.mark.slow
@@ -697,23 +680,33 @@ def test_step_outputs_equal_library_call(demo_run):
 
 @pytest.mark.slow
 def test_group_step(demo_run):
-    """The template is a copy of the subject: the mean map is the subject's score."""
+    """The template has sub-01's spheres (sub-02 differs by scale only): at a
+    column's template vertex the group mean is the mean of both subjects'
+    scores of that column."""
     from mne_laminar_plugin.steps.laminar._03_predictors import table_fname
 
     demo, res = demo_run
     root = bids.deriv_root(demo.bids_root)
-    pred = AnatomicalPredictors.from_tsv(table_fname(root, "01", None, "oct5"))
-    score = pred.score()
+    preds = [AnatomicalPredictors.from_tsv(table_fname(root, s, None, "oct5"))
+             for s in demo.subjects]  # fmt: skip
+    scores = [p.score() for p in preds]
     for hemi, side in (("lh", "L"), ("rh", "R")):
         img = nib.load(root / "group" / f"hemi-{side}_space-tmpl_desc-scoreMean_stat.func.gii")
         mean = np.asarray(img.darrays[0].data, float)
-        cols = np.flatnonzero(pred.hemi == hemi)
-        # template vertex v of a column: the column's own value
-        np.testing.assert_allclose(mean[pred.vertno[cols]], score[cols], rtol=1e-6,
-                                   equal_nan=True)  # fmt: skip
+        expected = {}
+        for pred, score in zip(preds, scores):
+            cols = np.flatnonzero(pred.hemi == hemi)
+            for v, val in zip(pred.vertno[cols], score[cols]):
+                expected.setdefault(int(v), []).append(val)
+        verts = np.array(sorted(expected))
+        want = np.array([np.nanmean(expected[v]) if np.isfinite(expected[v]).any()
+                         else np.nan for v in verts])  # fmt: skip
+        np.testing.assert_allclose(mean[verts], want, rtol=1e-6, equal_nan=True)
     best = bids.read_tsv(root / "group" / "space-tmpl_desc-bestcolumns_predictors.tsv")
-    b = pred.best_vertex()
-    assert best["subject"] == ["01"] and int(best["vertex"][0]) == pred.vertno[b]
-    assert int(best["template_vertex"][0]) == pred.vertno[b]
+    assert best["subject"] == demo.subjects
+    for i, pred in enumerate(preds):
+        b = pred.best_vertex()
+        assert int(best["vertex"][i]) == pred.vertno[b]
+        assert int(best["template_vertex"][i]) == pred.vertno[b]
     report = demo.deriv_root / "sub-average" / "meg" / "sub-average_report.html"
     assert "Group mean anatomical score" in report.read_text(encoding="utf-8")
