@@ -91,3 +91,14 @@ def test_plain_mbp_does_not_know_laminar(demo):
     )
     assert res.returncode != 0
     assert "Invalid step requested: 'laminar'" in res.stderr
+
+
+def test_readme_documents_every_option_and_the_test_command():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    for name, opt in OPTIONS.items():
+        assert f"| `{name}` | `{opt.default!r}`".replace("'", '"') in readme, name
+    ci = (repo / ".ci" / "run").read_text()
+    assert "python -m pytest -q tests" in readme and "python -m pytest -q tests" in ci
