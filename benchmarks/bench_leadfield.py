@@ -26,6 +26,7 @@ shared with the parent are not counted. Prints one table per scale.
 Usage::
 
     python benchmarks/bench_leadfield.py [--scale demo|full|both] [--workdir DIR]
+        [--engines mne,fast] [--blas-threads N]
 """
 
 from __future__ import annotations
@@ -48,8 +49,18 @@ def _rss_kb(field):
     return 0
 
 
+BLAS_THREADS = None  # set from --blas-threads
+
+
 def _child(func, queue):
+    import resource
+
+    if BLAS_THREADS is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(BLAS_THREADS)
     start = _rss_kb("VmRSS")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     try:
         extra = func()
@@ -57,11 +68,17 @@ def _child(func, queue):
     except Exception as exc:  # report, do not hide
         extra, err = None, f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t0
-    queue.put((elapsed, (_rss_kb("VmHWM") - start) / 1024.0, extra, err))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    queue.put((elapsed, cpu, (_rss_kb("VmHWM") - start) / 1024.0, extra, err))
 
 
 def measure(func):
-    """(seconds, peak extra MiB, extra info, error) of func() in a forked child."""
+    """(wall s, CPU s, peak extra MiB, extra info, error) of func() in a forked child.
+
+    CPU time (user + system, all threads) is less sensitive than wall time to
+    other jobs on a shared machine.
+    """
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(func, queue))
@@ -138,12 +155,16 @@ def run_scale(name, spacing, subjects_dir, subject, bem, trans, info, engines):
         return (f"{fwd['nsource']} sources kept, make_forward_solution {t_fwd:.1f} s, "
                 f"+ force_fixed {t_conv:.1f} s")  # fmt: skip
 
-    cases = [(f"laminar simulate ({e})", laminar(e)) for e in engines]
-    cases.append(("mne.make_forward_solution (+fixed)", mne_alone))
+    # MNE first, then the laminar runs (any drift in machine load then works
+    # against this package, not for it)
+    cases = [("mne.make_forward_solution (+fixed)", mne_alone)]
+    cases += [(f"laminar simulate ({e})", laminar(e)) for e in engines]
+    print(f"{'':38s} {'wall':>9s}  {'CPU':>9s}  {'peak':>12s}")
     for label, func in cases:
-        secs, mib, extra, err = measure(func)
-        rows.append((label, secs, mib, extra if err is None else f"FAILED {err}"))
-        print(f"{label:38s} {secs:8.1f} s  {mib:8.0f} MiB  {rows[-1][3]}", flush=True)
+        secs, cpu, mib, extra, err = measure(func)
+        rows.append((label, secs, cpu, mib, extra if err is None else f"FAILED {err}"))
+        print(f"{label:38s} {secs:8.1f}s  {cpu:8.1f}s  {mib:8.0f} MiB  {rows[-1][4]}",
+              flush=True)  # fmt: skip
     return rows
 
 
@@ -152,7 +173,16 @@ def main():
     parser.add_argument("--scale", choices=("demo", "full", "both"), default="demo")
     parser.add_argument("--workdir", default=None, help="cache folder for the inputs")
     parser.add_argument("--engines", default="mne,fast")
+    parser.add_argument(
+        "--blas-threads", type=int, default=None,
+        help="limit BLAS threads in the measured processes (threadpoolctl). On a "
+        "loaded machine, multi-threaded OpenBLAS makes scipy's Delaunay.transform "
+        "(used by MNE's inside-skull check in every make_forward_solution call) "
+        "take 3-30 s instead of 10 ms, which swamps the comparison.",
+    )  # fmt: skip
     args = parser.parse_args()
+    global BLAS_THREADS
+    BLAS_THREADS = args.blas_threads
     import mne
 
     mne.set_log_level("error")
@@ -160,8 +190,13 @@ def main():
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     inputs = setup(workdir)
+    from threadpoolctl import threadpool_info
+
+    blas = {d["internal_api"]: d["num_threads"] for d in threadpool_info()}
     print(f"setup (subject, BEM solution, info): {time.perf_counter() - t0:.1f} s; "
-          f"cpus {os.cpu_count()}, mne {mne.__version__}")  # fmt: skip
+          f"cpus {os.cpu_count()}, mne {mne.__version__}, BLAS threads {blas} "
+          f"(measured with {args.blas_threads or 'default'}), load average "
+          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "fast" in engines:
         from mne_laminar_plugin.forward import _fast_engine

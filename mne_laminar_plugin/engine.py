@@ -9,15 +9,21 @@ points and formulas), but organises the per-source work for throughput:
   it (sensor and coil definitions, BEM solution, EEG electrode projection,
   transforms);
 * the infinite-medium potentials at the BEM nodes and the primary-current
-  (infinite-medium) magnetic field are computed in bulk by parallel numba
-  kernels, oriented *before* the BEM product when a fixed orientation is asked
-  for (a third of the floating-point work of MNE, which always computes the
-  three dipole components);
+  (infinite-medium) magnetic field are computed in bulk by numba kernels,
+  oriented *before* the BEM product when a fixed orientation is asked for (a
+  third of the floating-point work of MNE, which always computes the three
+  dipole components);
 * the BEM correction for MEG and EEG together is one BLAS matrix product per
-  chunk of sources, written straight into a preallocated output matrix, so peak
-  memory stays close to the size of the result;
-* chunks can be farmed out through joblib (loky, threading, or a dask cluster)
-  with identical results.
+  chunk of sources, accumulated straight into a preallocated output matrix, so
+  peak memory stays close to the size of the result;
+* chunks run on one thread per core, or are farmed out through joblib (loky,
+  threading, or a dask cluster), with identical results;
+* the inside-the-inner-skull test counts ray crossings (exact winding number)
+  instead of summing solid angles over all triangles, with MNE's decisions.
+
+With float32 output the BEM product is a float32 product, except for the
+terms of the BEM nodes nearest to each source, kept in float64 (see
+``_k_near_field``); the error stays below 1e-5 (``benchmarks/README.md``).
 
 The formulas follow MNE-Python 1.13 (``mne/forward/_compute_forward.py`` and
 ``_compute_forward_numba.py``, BSD-3-Clause), which derive from Matti
@@ -32,11 +38,9 @@ import os
 import threading
 import time
 import types
-from copy import deepcopy
 from functools import lru_cache
 
 import numpy as np
-
 from mne.utils import (
     ProgressBar,
     _check_option,
@@ -45,15 +49,16 @@ from mne.utils import (
     logger,
     verbose,
 )
+from scipy.linalg.blas import dgemm as _dgemm
 
 __all__ = ["check_inside", "compute_gain", "compute_gain_mne", "gain_ch_names"]
 
 _TIMINGS = dict()  # cumulative seconds per phase, summed over threads
 _TIMINGS_LOCK = threading.Lock()
 _MAG_FACTOR = 1e-7  # mu_0 / (4 pi), as mne.forward._compute_forward._MAG_FACTOR
-_CHUNK_BYTES = 48e6
+_CHUNK_BYTES = 16e6  # per-chunk work buffer (infinite potentials), per thread
 _N_NEAR = 16  # float32 output: nearest BEM nodes whose terms stay float64
-_NEAR_GRID = 0.005  # m, voxel size of the lookup of those nodes  # size of the per-chunk work buffer (infinite potentials)
+_NEAR_GRID = 0.005  # m, voxel size of the lookup of those nodes
 _RAY_EDGE_TOL = 1e-10  # relative (to the mesh extent squared) ambiguity tolerance
 _RAY_Z_TOL = 1e-9  # metres: points this close to a crossing use MNE's solid angles
 
@@ -135,18 +140,20 @@ def _k_inf_pots_free(mri_rr, a, nodes, out):  # pragma: no cover (numba)
             out[3 * i + 2, j] = (a20 * dx + a21 * dy + a22 * dz) * inv
 
 
-def _k_prim_fixed(rr, q, rmag, cw, out):  # pragma: no cover (numba)
-    """Primary-current (infinite-medium) field at MEG coils, without mu0/4pi.
+def _k_prim_fixed(rr, q, rmag, cw, cols, add, out):  # pragma: no cover (numba)
+    """Primary-current (infinite-medium) field at MEG coils.
 
     For a dipole q at r and the integration points (m, c, w) of a coil, MNE's
     field is sum_p w (q x (m - r)) . c / |m - r|^3 = sum_p (w c) . (q x d) / |d|^3
-    with d = m - r. Coils are grouped by their number of points P:
-    ``rmag`` and ``cw`` (= w c) are (3, P, n_coils) so the inner loop runs
-    over coils (contiguous, vectorised). out[i, coil] for q = q[i].
+    with d = m - r (times mu0 / 4 pi, folded into ``cw`` by the caller). Coils
+    are grouped by their number of points P: ``rmag`` and ``cw`` (= w c) are
+    (3, P, n_coils) so the inner loop runs over coils (contiguous,
+    vectorised). Writes (``add``: adds) out[i, cols[coil]] for q = q[i].
     """
     n_src = rr.shape[0]
     n_pts = rmag.shape[1]
     n_coils = rmag.shape[2]
+    acc = np.empty(n_coils)
     for i in prange(n_src):  # noqa: F821
         x = rr[i, 0]
         y = rr[i, 1]
@@ -155,7 +162,7 @@ def _k_prim_fixed(rr, q, rmag, cw, out):  # pragma: no cover (numba)
         qy = q[i, 1]
         qz = q[i, 2]
         for c in range(n_coils):
-            out[i, c] = 0.0
+            acc[c] = 0.0
         for p in range(n_pts):
             for c in range(n_coils):
                 dx = rmag[0, p, c] - x
@@ -167,25 +174,32 @@ def _k_prim_fixed(rr, q, rmag, cw, out):  # pragma: no cover (numba)
                 ux = qy * dz - qz * dy
                 uy = qz * dx - qx * dz
                 uz = qx * dy - qy * dx
-                out[i, c] += (ux * cw[0, p, c] + uy * cw[1, p, c] + uz * cw[2, p, c]) / d3
+                acc[c] += (ux * cw[0, p, c] + uy * cw[1, p, c] + uz * cw[2, p, c]) / d3
+        if add:
+            for c in range(n_coils):
+                out[i, cols[c]] += acc[c]
+        else:
+            for c in range(n_coils):
+                out[i, cols[c]] = acc[c]
 
 
-def _k_prim_free(rr, rmag, cw, out):  # pragma: no cover (numba)
-    """As _k_prim_fixed for the three head-frame axes: out[3 i + k, coil].
+def _k_prim_free(rr, rmag, cw, cols, add, out):  # pragma: no cover (numba)
+    """As _k_prim_fixed for the three head-frame axes: out[3 i + k, cols[coil]].
 
     Component k of sum_p w (d x c) / |d|^3 (MNE's ``_bem_inf_fields``).
     """
     n_src = rr.shape[0]
     n_pts = rmag.shape[1]
     n_coils = rmag.shape[2]
+    acc = np.empty((3, n_coils))
     for i in prange(n_src):  # noqa: F821
         x = rr[i, 0]
         y = rr[i, 1]
         z = rr[i, 2]
         for c in range(n_coils):
-            out[3 * i, c] = 0.0
-            out[3 * i + 1, c] = 0.0
-            out[3 * i + 2, c] = 0.0
+            acc[0, c] = 0.0
+            acc[1, c] = 0.0
+            acc[2, c] = 0.0
         for p in range(n_pts):
             for c in range(n_coils):
                 dx = rmag[0, p, c] - x
@@ -195,9 +209,16 @@ def _k_prim_free(rr, rmag, cw, out):  # pragma: no cover (numba)
                 d3 = d2 * np.sqrt(d2)
                 d3 = d3 if d3 != 0.0 else 1.0
                 inv = 1.0 / d3
-                out[3 * i, c] += (dy * cw[2, p, c] - dz * cw[1, p, c]) * inv
-                out[3 * i + 1, c] += (dz * cw[0, p, c] - dx * cw[2, p, c]) * inv
-                out[3 * i + 2, c] += (dx * cw[1, p, c] - dy * cw[0, p, c]) * inv
+                acc[0, c] += (dy * cw[2, p, c] - dz * cw[1, p, c]) * inv
+                acc[1, c] += (dz * cw[0, p, c] - dx * cw[2, p, c]) * inv
+                acc[2, c] += (dx * cw[1, p, c] - dy * cw[0, p, c]) * inv
+        for k in range(3):
+            if add:
+                for c in range(n_coils):
+                    out[3 * i + k, cols[c]] += acc[k, c]
+            else:
+                for c in range(n_coils):
+                    out[3 * i + k, cols[c]] = acc[k, c]
 
 
 def _k_lin_field_coeff(nodes, area_nn, rmag, cw, starts, out):  # pragma: no cover
@@ -287,7 +308,8 @@ def _k_sphere_fixed(rr, q, r0, pos, cosmag, w, out):  # pragma: no cover (numba)
                 good = (a > 0) or (r > 0) or ((a * r) + 1 > 1e-5)
                 wg = w[p, c] if good else 0.0
                 out[i, c] += wg * (
-                    (ux * cx + uy * cy + uz * cz) / F + g * (ux * px + uy * py + uz * pz)
+                    (ux * cx + uy * cy + uz * cz) / F
+                    + g * (ux * px + uy * py + uz * pz)
                 )
 
 
@@ -394,7 +416,9 @@ def _k_eeg_sphere(rr, q, r0, pos, w, starts, rad, mu, lam, out):  # pragma: no c
                     s1 += w[p] * v1
                     s2 += w[p] * v2
             for k in range(n_ori):
-                out[n_ori * i + k, c] = q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
+                out[n_ori * i + k, c] = (
+                    q[i, k, 0] * s0 + q[i, k, 1] * s1 + q[i, k, 2] * s2
+                )
 
 
 def _k_near_field(mri_rr, q, nodes, table, grid, sol_T, v0, out):  # pragma: no cover
@@ -665,6 +689,70 @@ def _meg_bem_solution(bem, defs, mults, threads):
     return sol
 
 
+def _setup_bem(bem, n_eeg, mri_head_t):
+    """MNE's _setup_bem (same checks and errors), without the deep copy.
+
+    MNE deep-copies the ConductorModel, including its dense solution matrix
+    (0.5 GB for a 3-layer ico-4 BEM); a shallow copy is enough here since
+    only ``head_mri_t`` is added.
+    """
+    from mne.bem import ConductorModel, read_bem_solution
+    from mne.io.constants import FIFF
+    from mne.transforms import _coord_frame_name, _ensure_trans
+
+    _validate_type(bem, ("path-like", ConductorModel), "bem")
+    if not isinstance(bem, ConductorModel):
+        bem = read_bem_solution(bem, verbose=False)
+    bem = ConductorModel(bem)  # shallow
+    if bem["is_sphere"]:
+        if len(bem["layers"]) == 0 and n_eeg > 0:
+            raise RuntimeError(
+                "Spherical model has zero shells, cannot use with EEG data"
+            )
+        if bem["coord_frame"] != FIFF.FIFFV_COORD_HEAD:
+            raise RuntimeError("Spherical model is not in head coordinates")
+    else:
+        frame = bem["surfs"][0]["coord_frame"]
+        if frame != FIFF.FIFFV_COORD_MRI:
+            raise RuntimeError(
+                f"BEM is in {_coord_frame_name(frame)} coordinates, should be in MRI"
+            )
+        if n_eeg > 0 and len(bem["surfs"]) == 1:
+            raise RuntimeError(
+                "Cannot use a homogeneous (1-layer BEM) model for EEG forward "
+                "calculations, consider using a 3-layer BEM instead"
+            )
+        bem["head_mri_t"] = _ensure_trans(mri_head_t, "head", "mri")
+    return bem
+
+
+def _check_meg_outside(bem, defs, mri_head_t):
+    """MNE's check that no MEG sensor is inside the head (or inner skull)."""
+    from mne.bem import _bem_find_surface
+    from mne.surface import _CheckInsideSphere
+    from mne.transforms import apply_trans, invert_transform
+
+    meg_loc = np.array([coil["r0"] for coil in defs])
+    if bem["is_sphere"]:
+        surface = "outermost sphere shell"
+        if bem.radius is None:
+            return
+        inside = _CheckInsideSphere(bem, check="outer")(meg_loc)
+    else:
+        meg_loc = apply_trans(invert_transform(mri_head_t), meg_loc)
+        three = len(bem["surfs"]) == 3
+        surface = "scalp surface" if three else "inner skull surface"
+        surf = _bem_find_surface(bem, "head" if three else "inner_skull")
+        inside = _inside_surface(_FastCheckInside(surf), meg_loc)
+    n_inside = int(inside.sum())
+    if n_inside:
+        raise RuntimeError(
+            f"Found {n_inside} MEG sensor{'s' if n_inside > 1 else ''} inside the "
+            f"{surface}, perhaps coordinate frames and/or coregistration are "
+            "incorrect (as mne.make_forward_solution, on_inside='raise')"
+        )
+
+
 class _Plan:
     """Everything the per-chunk work needs: plain arrays, cheap to pickle."""
 
@@ -682,22 +770,30 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
     from mne.transforms import _get_trans, invert_transform
 
     mri_head_t, trans_name = _get_trans(trans)
-    # An empty source space: MNE's own preparation (channel selection, coil and
-    # electrode definitions in head coordinates with MNE's "accurate"
-    # integration points, compensation, BEM set-up and the
-    # sensors-inside-the-head check) without touching any source.
-    sensors, _, _, _, bem = _prepare_for_forward(
+    mne_verbose = "debug" if logger.level <= logging.DEBUG else "warning"
+    # An empty source space and no BEM: MNE's own preparation (channel
+    # selection, coil and electrode definitions in head coordinates with MNE's
+    # "accurate" integration points, compensation) without touching any
+    # source; then MNE's BEM set-up, and its sensors-inside-the-head check
+    # with the fast inside test (same decisions, without building qhull
+    # structures for the surface).
+    sensors, _, _, _, _ = _prepare_for_forward(
         SourceSpaces([]),
         mri_head_t,
         info,
-        bem,
+        None,
         0.0,
         n_jobs,
         trans=trans_name,
         meg=meg,
         eeg=eeg,
-        verbose=logger.level if logger.level > logging.INFO else "warning",
+        allow_bem_none=True,
+        verbose=mne_verbose,
     )
+    n_eeg = len(sensors["eeg"]["ch_names"]) if "eeg" in sensors else 0
+    bem = _setup_bem(bem, n_eeg, mri_head_t)
+    if "meg" in sensors:
+        _check_meg_outside(bem, sensors["meg"]["defs"], mri_head_t)
     ch_names = list()
     for key in ("meg", "eeg"):  # MNE's _FWD_ORDER: MEG rows, then EEG rows
         if key in sensors:
@@ -728,7 +824,13 @@ def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
                 )
             ]
         else:
-            plan.meg_groups = _coil_groups(rmags, cosmags * ws[:, np.newaxis], starts)
+            # mu0 / 4 pi folded into w c; coil -> column of the output (no
+            # compensation) or of a coil buffer (compensation / references)
+            cw = cosmags * (ws * _MAG_FACTOR)[:, np.newaxis]
+            plan.meg_groups = [
+                (coils, rmag, cw, np.ascontiguousarray(coils, np.int64))
+                for coils, rmag, cw in _coil_groups(rmags, cw, starts)
+            ]
     if plan.is_sphere:
         plan.r0 = np.array(bem["r0"], float)
         if plan.has_eeg:
@@ -850,10 +952,24 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
     v0 = work[:n_dip]
 
     single = dtype == np.float32
+    # where the primary field goes: straight into the MEG columns of the
+    # output (float64) or of the float64 near-field buffer (float32), or into
+    # a coil buffer when compensation / reference channels need a remix
     if single:  # the nearest nodes' terms are done in float64 (_k_near_field)
         near_out = np.empty((n_dip, plan.n_ch))
-        q_near = q_mri[:, np.newaxis] if fixed else np.broadcast_to(plan.mri_Q, (n_src, 3, 3))
-        q_near = np.ascontiguousarray(q_near)
+        if fixed:
+            q_near = np.ascontiguousarray(q_mri[:, np.newaxis])
+        else:
+            q_near = np.ascontiguousarray(np.broadcast_to(plan.mri_Q, (n_src, 3, 3)))
+        prim_out = near_out
+    else:  # MEG columns are written below, EEG ones accumulated by the gemm
+        if plan.has_eeg or not plan.has_meg:
+            out_T[:, plan.eeg_sl] = 0.0
+        prim_out = out_T
+    direct = plan.has_meg and plan.meg_post is None
+    if plan.has_meg and not direct:
+        prim_out = np.empty((n_dip, plan.meg_n_coils))
+    add = single and direct  # prim adds to the near-field terms
 
     def fun(a, b):
         if fixed:
@@ -862,30 +978,41 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
             kernels.inf_pots_free(
                 mri_rr[a:b], plan.mri_Q, plan.nodes, v0[3 * a : 3 * b]
             )
-        if single:
+        if single:  # (zero-initialises its rows of near_out)
             kernels.near_field(
                 mri_rr[a:b], q_near[a:b], plan.nodes, plan.near_table,
                 plan.near_grid, plan.sol_T, v0[n_ori * a : n_ori * b],
                 near_out[n_ori * a : n_ori * b],
             )  # fmt: skip
-        for (_, rmag, cw), buf in zip(plan.meg_groups if plan.has_meg else [], meg_bufs):
+        if not plan.has_meg:
+            return
+        for _, rmag, cw, cols in plan.meg_groups:
             if fixed:
-                kernels.prim_fixed(rr_head[a:b], nn_head[a:b], rmag, cw, buf[a:b])
+                kernels.prim_fixed(
+                    rr_head[a:b], nn_head[a:b], rmag, cw, cols, add, prim_out[a:b]
+                )
             else:
-                kernels.prim_free(rr_head[a:b], rmag, cw, buf[3 * a : 3 * b])
+                kernels.prim_free(
+                    rr_head[a:b], rmag, cw, cols, add, prim_out[3 * a : 3 * b]
+                )
 
     fun(0, n_src)
+    if plan.has_meg and not direct:
+        if single:
+            near_out[:, plan.meg_sl] += prim_out @ plan.meg_post
+        else:
+            out_T[:, plan.meg_sl] = prim_out @ plan.meg_post
     t1 = time.perf_counter()
-    sol_T = plan.sol_T32 if single else plan.sol_T
-    np.matmul(v0, sol_T, out=out_T)
-    t2 = time.perf_counter()
     if single:
-        if plan.has_meg:
-            near_out[:, plan.meg_sl] += _meg_rows(plan, meg_bufs, n_dip)
+        np.matmul(v0, plan.sol_T32, out=out_T)
+        t2 = time.perf_counter()
         near_out += out_T  # in float64, then rounded once
         out_T[:] = near_out
-    elif plan.has_meg:
-        out_T[:, plan.meg_sl] += _meg_rows(plan, meg_bufs, n_dip)
+    else:  # out_T += v0 @ sol_T, in place: (n_ch, n_dip) = F-ordered out_T.T
+        res = _dgemm(1.0, plan.sol_T.T, v0.T, beta=1.0, c=out_T.T, overwrite_c=True)
+        if not np.shares_memory(res, out_T):  # pragma: no cover
+            out_T[:] = res.T
+        t2 = time.perf_counter()
     t3 = time.perf_counter()
     _add_time("kernels", t1 - t0 + t3 - t2)
     _add_time("gemm", t2 - t1)
@@ -974,7 +1101,7 @@ def _near_table(nodes):
 
 
 def _default_chunk(plan, n_src, n_ori, dtype):
-    """~48 MB of work buffer per chunk, and at least one chunk per CPU."""
+    """~16 MB of work buffer per chunk, and at least one chunk per CPU."""
     per_dip = np.dtype(dtype).itemsize * (
         plan.nodes.shape[1] if not plan.is_sphere else plan.n_ch
     )
@@ -1007,11 +1134,10 @@ def _get_parallel(parallel, n_jobs):
                 "parallel='dask' needs an active dask.distributed Client (create "
                 f"one with distributed.Client(...) first): {exc}"
             ) from None
-    return joblib.Parallel(
-        n_jobs=-1 if n_jobs is None else n_jobs,
-        backend=parallel,
-        return_as="generator",
-    )
+    with joblib.parallel_config(backend=parallel):
+        return joblib.Parallel(
+            n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator"
+        )
 
 
 @verbose
@@ -1063,7 +1189,7 @@ def compute_gain(
         and the time of the BEM product (relative error ~1e-6, see
         ``benchmarks/README.md``).
     chunk_size : int | None
-        Sources per chunk. None picks ~48 MB of work buffer per chunk (and at
+        Sources per chunk. None picks ~16 MB of work buffer per chunk (and at
         least one chunk per core). For a given ``chunk_size`` the result is
         bitwise identical whatever ``n_jobs`` and ``parallel`` are; different
         chunk sizes differ by BLAS rounding only (~1e-16 relative).
@@ -1115,7 +1241,7 @@ def compute_gain(
         f"({'fixed' if nn is not None else 'free'} orientation, {model}, "
         f"{dtype.name}, {len(bounds)} chunk{'s' if len(bounds) != 1 else ''})"
     )
-    show = logger.level <= logging.INFO and len(bounds) > 1
+    show = logger.level <= logging.INFO and len(bounds) >= 16
     pbar = ProgressBar(
         len(bounds), mesg="Gain chunks", which_tqdm=None if show else "off"
     )
@@ -1198,12 +1324,12 @@ def gain_ch_names(info, *, meg=True, eeg=True, verbose=None):
     """
     from mne import pick_types
 
-    names = list()
+    picks = list()
     if meg:
-        names += [info["ch_names"][p] for p in pick_types(info, meg=True, ref_meg=False, exclude=[])]
+        picks += list(pick_types(info, meg=True, ref_meg=False, exclude=[]))
     if eeg:
-        names += [info["ch_names"][p] for p in pick_types(info, meg=False, eeg=True, exclude=[])]
-    return names
+        picks += list(pick_types(info, meg=False, eeg=True, exclude=[]))
+    return [info["ch_names"][p] for p in picks]
 
 
 @verbose
@@ -1306,6 +1432,39 @@ def _ray_grid(verts, tris):
     return cell_start, cell_tris, grid
 
 
+class _FastCheckInside:
+    """The parts of MNE's _CheckInside ("old" mode) that decide the result.
+
+    MNE builds a qhull Delaunay triangulation of the surface vertices to test
+    whether the vertex mean is inside their convex hull (then it uses the
+    interior/exterior spheres below) and to discard points outside the hull;
+    the first is a convex-hull test here, the second is implied by the exact
+    winding-number test (_inside_surface), so the decisions are the same.
+    """
+
+    def __init__(self, surf):
+        from scipy.spatial import ConvexHull
+
+        self.surf = surf
+        rr = np.asarray(surf["rr"], float)
+        self.center = rr.mean(0)
+        self.inner_r = self.outer_r = None
+        hull = ConvexHull(rr)
+        tol = 1e-12 * np.ptp(rr, axis=0).max()
+        if np.all(hull.equations[:, :3] @ self.center + hull.equations[:, 3] <= tol):
+            dists = np.linalg.norm(rr - self.center, axis=-1)
+            self.inner_r = dists.min()
+            self.outer_r = dists.max()
+
+    def query(self, rr):
+        """Distance to the nearest surface vertex (as MNE's _CheckInside)."""
+        if not hasattr(self, "_tree"):
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(self.surf["rr"])
+        return self._tree.query(rr)
+
+
 def _inside_surface(check, rr):
     """Inside test identical to MNE's _CheckInside (old mode) decisions.
 
@@ -1380,7 +1539,7 @@ def check_inside(bem, trans, rr_mri, mindist=0.0, *, verbose=None):
         True where MNE keeps the source.
     """
     from mne.bem import ConductorModel, _bem_find_surface, read_bem_solution
-    from mne.surface import _CheckInside, _CheckInsideSphere
+    from mne.surface import _CheckInsideSphere
     from mne.transforms import _get_trans, apply_trans, invert_transform
 
     rr, _ = _check_sources(rr_mri, None)
@@ -1402,7 +1561,7 @@ def check_inside(bem, trans, rr_mri, mindist=0.0, *, verbose=None):
         check = _CheckInsideSphere(bem)
         inside = check(r1s)
     else:
-        check = _CheckInside(_bem_find_surface(bem, "inner_skull"), verbose=False)
+        check = _FastCheckInside(_bem_find_surface(bem, "inner_skull"))
         inside = _inside_surface(check, r1s)
     if mindist > 0.0:
         idx = np.where(inside)[0]

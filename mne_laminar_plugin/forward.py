@@ -15,6 +15,12 @@ of the inner skull mesh, not MNE's point to nearest vertex), so it is never
 more lenient than MNE's own test; the count, the ids and the reason of every
 dropped column are recorded.
 
+Engines
+    ``"mne"`` runs MNE's own forward code on the kept sources (the same
+    functions :func:`mne.make_forward_solution` calls, without its repeated
+    per-source filter and without the two copies of the free gain its
+    ``Forward`` keeps); ``"fast"`` is :func:`mne_laminar_plugin.engine.compute_gain`.
+
 Orientations
     ``"fixed"``: one column per source, the projection of the free (x, y, z)
     leadfield on the source's orientation (rotated into the head frame), which
@@ -579,8 +585,86 @@ def project_fixed(gain_free, nn, *, dtype=np.float64, max_bytes=2**27):
     return out
 
 
+#: Use MNE's own two halves of make_forward_solution (sensor/BEM set-up, then
+#: the field computation) without its per-source inside-skull filter, which
+#: repeats our exact column test at O(n_sources x n_triangles). False (or an
+#: MNE without these functions) calls mne.make_forward_solution instead.
+_USE_MNE_INTERNALS = True
+
+
+def _mne_internals():
+    """MNE's private forward functions, if their signatures are as expected."""
+    import inspect
+
+    try:
+        from mne.forward._compute_forward import _compute_forwards
+        from mne.forward._make_forward import _prepare_for_forward
+        from mne.forward.forward import _FWD_ORDER
+    except ImportError:
+        return None
+    want = {"src", "mri_head_t", "info", "bem", "mindist", "n_jobs", "meg", "eeg"}
+    if not want <= set(inspect.signature(_prepare_for_forward).parameters):
+        return None
+    if not {"rr", "bem", "sensors", "n_jobs"} <= set(
+        inspect.signature(_compute_forwards).parameters
+    ):
+        return None
+    return _prepare_for_forward, _compute_forwards, _FWD_ORDER
+
+
+def _forward_mne_internals(info, mri_head_t, bem, rr, nn_head, want, *, fixed, meg,
+                           eeg, n_jobs, dtype, max_bytes=2**27):  # fmt: skip
+    """MNE's field computation for ``rr`` (MRI frame), rows in ``want`` order.
+
+    The same code as :func:`mne.make_forward_solution` (sensor and BEM set-up,
+    then ``_compute_forwards``), minus its source filtering (done before,
+    exactly, per column) and its Forward bookkeeping (which keeps two copies
+    of the free gain). The free (3 n_src, n_ch) blocks MNE returns are
+    projected on ``nn_head`` (fixed) or transposed (free) block by block into
+    the output. Returns None when MNE's internals are not available.
+    """
+    import mne
+    from mne.transforms import apply_trans
+
+    funcs = _mne_internals() if _USE_MNE_INTERNALS else None
+    if funcs is None:
+        return None
+    prepare, compute, order = funcs
+    sensors, _, _, _, bem_setup = prepare(
+        mne.SourceSpaces([]), mri_head_t, info, bem, 0.0, n_jobs, meg=meg, eeg=eeg
+    )
+    blocks = compute(apply_trans(mri_head_t, rr), bem=bem_setup, sensors=sensors,
+                     n_jobs=n_jobs)  # fmt: skip
+    names = [n for key in order if key in blocks for n in sensors[key]["ch_names"]]
+    if sorted(names) != sorted(want):
+        raise RuntimeError(
+            f"MNE computed channels {names[:5]}... which differ from the picked "
+            f"channels {want[:5]}..."
+        )
+    n_src = len(rr)
+    gain = np.empty((len(want), n_src if fixed else 3 * n_src), dtype)
+    pos = {name: i for i, name in enumerate(want)}
+    for key in order:
+        if key not in blocks:
+            continue
+        block = blocks.pop(key)  # (3 * n_src, n_ch): source-major x/y/z rows
+        rows = np.array([pos[n] for n in sensors[key]["ch_names"]])
+        n_ch = block.shape[1]
+        step = max(1, int(max_bytes // (24 * max(n_ch, 1))))
+        for start in range(0, n_src, step):
+            stop = min(start + step, n_src)
+            blk = block[3 * start : 3 * stop]
+            if fixed:
+                blk = blk.reshape(stop - start, 3, n_ch)
+                gain[rows, start:stop] = np.einsum("skc,sk->cs", blk, nn_head[start:stop])
+            else:
+                gain[rows, 3 * start : 3 * stop] = blk.T
+        del block
+    return gain
+
+
 def _forward_mne(info, mri_head_t, bem, rr, nn, *, meg, eeg, n_jobs, subject):
-    """MNE's forward on one discrete space; returns (free gain, kept idx, info)."""
+    """mne.make_forward_solution on one discrete space; (free gain, kept, rows)."""
     import mne
 
     src = mne.setup_volume_source_space(
@@ -638,8 +722,13 @@ def compute_laminar_forward(
         Columns with any layer closer than this (mm) to the inner skull, or
         outside it, are dropped in every layer.
     engine : "mne" | "fast"
-        ``"mne"``: :func:`mne.make_forward_solution`. ``"fast"``: this
-        package's engine (:mod:`mne_laminar_plugin.engine`), if installed.
+        ``"mne"``: MNE's forward code, i.e. the two halves of
+        :func:`mne.make_forward_solution` (sensor/BEM set-up, field
+        computation) without its per-source inside-skull filter, which the
+        exact column test above replaces (falls back to
+        :func:`mne.make_forward_solution` itself if those functions change).
+        ``"fast"``: this package's engine (:mod:`mne_laminar_plugin.engine`),
+        if installed.
     meg, eeg : bool
         Include MEG / EEG channels.
     dtype : dtype
@@ -699,16 +788,23 @@ def compute_laminar_forward(
     # --- the forward
     t1 = time.perf_counter()
     nn_head = nn @ mri_head_t["trans"][:3, :3].T
+    fwd_info = mne.pick_info(info, picks)
+    want = [info["ch_names"][p] for p in picks]
+    gain = None
     if engine == "mne":
+        gain = _forward_mne_internals(
+            info, mri_head_t, bem, rr, nn_head, want,
+            fixed=orientation_type == "fixed", meg=meg, eeg=eeg, n_jobs=n_jobs,
+            dtype=dtype,
+        )  # fmt: skip
+    if engine == "mne" and gain is None:  # public API
         gain, kept_src, row_names = _forward_mne(
             info, mri_head_t, bem, rr, nn, meg=meg, eeg=eeg, n_jobs=n_jobs,
             subject=subject,
         )  # fmt: skip
-        want = [info["ch_names"][p] for p in picks]
         if row_names != want:  # MNE's rows are MEG then EEG, like picks
             order = [row_names.index(name) for name in want]
             gain = gain[order]
-        fwd_info = mne.pick_info(info, picks)
         if len(kept_src) < len(rr):
             # MNE dropped sources we kept: drop their whole column
             mask = np.zeros(len(rr), bool)
@@ -725,8 +821,7 @@ def compute_laminar_forward(
             gain = project_fixed(gain, nn_head, dtype=dtype)
         elif gain.dtype != dtype:
             gain = gain.astype(dtype)
-    else:
-        fwd_info = mne.pick_info(info, picks)
+    elif engine == "fast":
         gain = compute_gain(
             fwd_info, mri_head_t, bem, rr,
             nn if orientation_type == "fixed" else None,

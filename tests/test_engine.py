@@ -14,6 +14,7 @@ from functools import lru_cache
 import mne
 import numpy as np
 import pytest
+from mne._fiff.meas_info import _merge_info
 from mne.bem import _surfaces_to_bem
 from mne.io.constants import FIFF
 from mne.surface import _get_ico_surface
@@ -39,7 +40,9 @@ def _fib_dirs(n, zmin):
     return p[np.round(np.linspace(0, len(p) - 1, n)).astype(int)]
 
 
-def _make_info(center, *, n_loc=8, n_eeg=12, radius=0.13, eeg_radius=0.1, eeg_first=False):
+def _make_info(
+    center, *, n_loc=8, n_eeg=12, radius=0.13, eeg_radius=0.1, eeg_first=False
+):
     """Vectorview-like MEG (mag 3022 + two planar 3012 per location) + EEG.
 
     MEG in device coordinates with an identity dev_head_t, EEG in head
@@ -54,11 +57,26 @@ def _make_info(center, *, n_loc=8, n_eeg=12, radius=0.13, eeg_radius=0.1, eeg_fi
         r0 = center + radius * ez
         meg += [
             (f"MEG{li:03d}1", "mag", FIFF.FIFFV_COIL_VV_MAG_T1, np.r_[r0, ex, ey, ez]),
-            (f"MEG{li:03d}2", "grad", FIFF.FIFFV_COIL_VV_PLANAR_T1, np.r_[r0, ex, ey, ez]),
-            (f"MEG{li:03d}3", "grad", FIFF.FIFFV_COIL_VV_PLANAR_T1, np.r_[r0, ey, -ex, ez]),
+            (
+                f"MEG{li:03d}2",
+                "grad",
+                FIFF.FIFFV_COIL_VV_PLANAR_T1,
+                np.r_[r0, ex, ey, ez],
+            ),
+            (
+                f"MEG{li:03d}3",
+                "grad",
+                FIFF.FIFFV_COIL_VV_PLANAR_T1,
+                np.r_[r0, ey, -ex, ez],
+            ),
         ]
     eeg = [
-        (f"EEG{ei:03d}", "eeg", FIFF.FIFFV_COIL_EEG, np.r_[center + eeg_radius * d, np.zeros(9)])
+        (
+            f"EEG{ei:03d}",
+            "eeg",
+            FIFF.FIFFV_COIL_EEG,
+            np.r_[center + eeg_radius * d, np.zeros(9)],
+        )
         for ei, d in enumerate(_fib_dirs(n_eeg, -0.3))
     ]
     chans = eeg + meg if eeg_first else meg + eeg
@@ -73,7 +91,9 @@ def _make_info(center, *, n_loc=8, n_eeg=12, radius=0.13, eeg_radius=0.1, eeg_fi
 
 @lru_cache
 def _inner_skull(ico):
-    surf = mne.read_bem_surfaces(op.join(FS_DIR, "fsaverage-inner_skull-bem.fif"), verbose=False)[0]
+    surf = mne.read_bem_surfaces(
+        op.join(FS_DIR, "fsaverage-inner_skull-bem.fif"), verbose=False
+    )[0]
     surf = dict(rr=surf["rr"] * 1000.0, tris=surf["tris"].copy())
     return _surfaces_to_bem([surf], [FIFF.FIFFV_BEM_SURF_ID_BRAIN], [0.3], ico=ico)[0]
 
@@ -85,7 +105,11 @@ def _bem(n_layers):
         return mne.make_bem_solution([_inner_skull(3)], verbose=False)
     surf = _inner_skull(2)
     c = surf["rr"].mean(0)
-    ids = [FIFF.FIFFV_BEM_SURF_ID_BRAIN, FIFF.FIFFV_BEM_SURF_ID_SKULL, FIFF.FIFFV_BEM_SURF_ID_HEAD]
+    ids = [
+        FIFF.FIFFV_BEM_SURF_ID_BRAIN,
+        FIFF.FIFFV_BEM_SURF_ID_SKULL,
+        FIFF.FIFFV_BEM_SURF_ID_HEAD,
+    ]
     surfs = [
         dict(rr=(c + scale * (surf["rr"] - c)) * 1000.0, tris=surf["tris"].copy())
         for scale in (1.0, 1.06, 1.12)
@@ -157,6 +181,26 @@ def test_bem1_meg_matches_mne(orient):
 
 
 @pytest.mark.parametrize("orient", ["fixed", "free"])
+def test_reference_channels_computed_then_dropped_like_mne(orient):
+    """A reference magnetometer: MNE computes it, then post-picks it away."""
+    info, bem, rr, nn = _setup_bem(1, n_src=30)
+    ref_info = mne.create_info(["REF001"], 1000.0, ["ref_meg"])
+    ref_info["chs"][0]["coil_type"] = FIFF.FIFFV_COIL_CTF_REF_MAG
+    ref_info["chs"][0]["loc"][:] = np.r_[0.0, 0.0, 0.25, np.eye(3).ravel()]
+    with ref_info._unlock():
+        ref_info["dev_head_t"] = info["dev_head_t"]
+    info = _merge_info([ref_info, info])
+    nnx = nn if orient == "fixed" else None
+    gain = engine.compute_gain(info, _trans(), bem, rr, nnx, eeg=False)
+    ref = engine.compute_gain_mne(info, _trans(), bem, rr, nnx, eeg=False)
+    assert gain.shape == ref.shape and gain.shape[0] == len(
+        engine.gain_ch_names(info, eeg=False)
+    )
+    assert "REF001" not in engine.gain_ch_names(info)
+    assert _col_err(gain, ref, info, eeg=False) < TOL
+
+
+@pytest.mark.parametrize("orient", ["fixed", "free"])
 def test_bem3_meeg_matches_mne(orient):
     """3-layer BEM, MEG and EEG together, channel order MEG then EEG."""
     info, bem, rr, nn = _setup_bem(3, n_src=40)
@@ -180,13 +224,18 @@ def test_bem3_eeg_only_and_channel_order():
     assert _col_err(gain, fwd["sol"]["data"], info) < TOL
     eeg = engine.compute_gain(info, _trans(), bem, rr, nn, meg=False)
     ref = engine.compute_gain_mne(info, _trans(), bem, rr, nn, meg=False)
-    assert eeg.shape == (len(mne.pick_types(info, meg=False, eeg=True, exclude=[])), len(rr))
+    assert eeg.shape == (
+        len(mne.pick_types(info, meg=False, eeg=True, exclude=[])),
+        len(rr),
+    )
     assert _col_err(eeg, ref, info, meg=False) < TOL
 
 
 def _sphere_setup(n_src=50, seed=1, head_radius=0.09):
     center = np.array([0.002, -0.01, 0.045])
-    sphere = mne.make_sphere_model(r0=tuple(center), head_radius=head_radius, verbose=False)
+    sphere = mne.make_sphere_model(
+        r0=tuple(center), head_radius=head_radius, verbose=False
+    )
     info = _make_info(center, eeg_radius=0.09 if head_radius else 0.1)
     rng = np.random.default_rng(seed)
     d = rng.standard_normal((n_src, 3))
@@ -245,7 +294,11 @@ def _sarvas(rr, q, r0, rmag, cosmag, w, bins, n_coils):
             a + 2 * rn + (a_vec * r).sum(1) / a
         )[:, None] * s
         qxs = np.cross(qi, s)
-        B = 1e-7 * (F[:, None] * qxs - ((qxs * r).sum(1))[:, None] * gradF) / F[:, None] ** 2
+        B = (
+            1e-7
+            * (F[:, None] * qxs - ((qxs * r).sum(1))[:, None] * gradF)
+            / F[:, None] ** 2
+        )
         out[i] = np.bincount(bins, w * (B * cosmag).sum(1), n_coils)
     return out
 
@@ -258,11 +311,15 @@ def test_sphere_meg_equals_closed_form_sarvas():
     info, sphere, rr, nn = _sphere_setup(n_src=30, head_radius=None)
     coils = _prep_meg_channels(info, verbose=False)["defs"]
     rmag, cosmag, w, bins = _concatenate_coils(coils)
-    expected = _sarvas(rr, nn, np.array(sphere["r0"]), rmag, cosmag, w, bins, len(coils)).T
+    expected = _sarvas(
+        rr, nn, np.array(sphere["r0"]), rmag, cosmag, w, bins, len(coils)
+    ).T
     gain = engine.compute_gain(info, None, sphere, rr, nn, eeg=False)
     assert _col_err(gain, expected, info, eeg=False) < 1e-10
     # a radial dipole has no external magnetic field in a spherical conductor
-    radial = (rr - sphere["r0"]) / np.linalg.norm(rr - sphere["r0"], axis=1, keepdims=True)
+    radial = (rr - sphere["r0"]) / np.linalg.norm(
+        rr - sphere["r0"], axis=1, keepdims=True
+    )
     silent = engine.compute_gain(info, None, sphere, rr, radial, eeg=False)
     assert np.abs(silent).max() < 1e-9 * np.abs(gain).max()
 
@@ -271,7 +328,9 @@ def test_bem_of_spherical_mesh_approaches_sarvas():
     """A 1-layer BEM of an ico-3 sphere agrees with the sphere model to a few %."""
     surf = _get_ico_surface(3)
     model = _surfaces_to_bem(
-        [dict(rr=surf["rr"] * 80.0, tris=surf["tris"])], [FIFF.FIFFV_BEM_SURF_ID_BRAIN], [0.3]
+        [dict(rr=surf["rr"] * 80.0, tris=surf["tris"])],
+        [FIFF.FIFFV_BEM_SURF_ID_BRAIN],
+        [0.3],
     )
     bem = mne.make_bem_solution(model, verbose=False)
     sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=None, verbose=False)
@@ -297,7 +356,9 @@ def test_field_matrix_matches_mne_bem_specify_coils():
     info, bem, _, _ = _setup_bem(3, n_src=1)
     bem = _mne_setup_bem(bem, "", 0, _trans(), verbose=False)
     defs = _prep_meg_channels(info, verbose=False)["defs"]
-    mults = np.repeat(bem["source_mult"] / (4 * np.pi), [len(s["rr"]) for s in bem["surfs"]])[None]
+    mults = np.repeat(
+        bem["source_mult"] / (4 * np.pi), [len(s["rr"]) for s in bem["surfs"]]
+    )[None]
     ours = engine._meg_bem_solution(bem, defs, mults, engine._Threads(2))
     theirs = _bem_specify_coils(bem, defs, FIFF.FIFFV_COORD_HEAD, mults, 1)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10 * np.abs(theirs).max())
@@ -313,15 +374,21 @@ def test_chunks_and_parallel_give_identical_results():
     args = (info, _trans(), bem, rr)
     ref = engine.compute_gain(*args, nn, eeg=False, chunk_size=9)
     for kwargs in (dict(n_jobs=2, parallel="threading"), dict(n_jobs=1)):
-        assert np.array_equal(engine.compute_gain(*args, nn, eeg=False, chunk_size=9, **kwargs), ref)
+        assert np.array_equal(
+            engine.compute_gain(*args, nn, eeg=False, chunk_size=9, **kwargs), ref
+        )
     other = engine.compute_gain(*args, nn, eeg=False, chunk_size=50)
     np.testing.assert_allclose(other, ref, rtol=0, atol=1e-14 * np.abs(ref).max())
     free = engine.compute_gain(*args, None, eeg=False, chunk_size=20)
-    loky = engine.compute_gain(*args, None, eeg=False, chunk_size=20, n_jobs=2, parallel="loky")
+    loky = engine.compute_gain(
+        *args, None, eeg=False, chunk_size=20, n_jobs=2, parallel="loky"
+    )
     assert np.array_equal(loky, free)
     info_s, sphere, rr_s, nn_s = _sphere_setup(n_src=30)
     ref_s = engine.compute_gain(info_s, None, sphere, rr_s, nn_s)
-    assert np.array_equal(engine.compute_gain(info_s, None, sphere, rr_s, nn_s, chunk_size=4), ref_s)
+    assert np.array_equal(
+        engine.compute_gain(info_s, None, sphere, rr_s, nn_s, chunk_size=4), ref_s
+    )
 
 
 @pytest.mark.parametrize("orient", ["fixed", "free"])
@@ -353,14 +420,18 @@ def _mne_keep(bem, trans, rr, mindist):
     from mne.source_space._source_space import _filter_source_spaces
     from mne.surface import _CheckInside, _CheckInsideSphere
 
-    src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=np.tile([0, 0, 1.0], (len(rr), 1))), verbose=False)
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=rr, nn=np.tile([0, 0, 1.0], (len(rr), 1))), verbose=False
+    )
     mri_head_t = _get_trans(trans)[0]
     src._transform_to("head", mri_head_t)
     if bem["is_sphere"]:
         check = _CheckInsideSphere(bem)
     else:
         check = _CheckInside(_bem_find_surface(bem, "inner_skull"), verbose=False)
-    _filter_source_spaces(check, limit=mindist, mri_head_t=mri_head_t, src=src, verbose=False)
+    _filter_source_spaces(
+        check, limit=mindist, mri_head_t=mri_head_t, src=src, verbose=False
+    )
     return src[0]["inuse"].astype(bool)
 
 
@@ -372,7 +443,10 @@ def test_check_inside_matches_mne():
     idx = rng.integers(0, len(surf["rr"]), 1500)
     shell = c + rng.uniform(0.5, 1.2, (1500, 1)) * (surf["rr"][idx] - c)
     # very close to the surface (both sides), and rays through vertices/edges
-    near = surf["rr"][idx[:300]] + rng.choice([-1, 1], (300, 1)) * 1e-7 * surf["nn"][idx[:300]]
+    near = (
+        surf["rr"][idx[:300]]
+        + rng.choice([-1, 1], (300, 1)) * 1e-7 * surf["nn"][idx[:300]]
+    )
     tris = surf["tris"][rng.integers(0, len(surf["tris"]), 200)]
     edge_mid = 0.5 * (surf["rr"][tris[:, 0]] + surf["rr"][tris[:, 1]])
     below = edge_mid.copy()
@@ -386,22 +460,30 @@ def test_check_inside_matches_mne():
         expected = _mne_keep(bem, _trans(), rr, mindist)
         assert 0 < keep.sum() < len(rr)
         np.testing.assert_array_equal(keep, expected)
+    shifted = Transform("mri", "head", np.eye(4))
+    shifted["trans"][:3, 3] = [0.0, 0.01, -0.02]
     for head_radius in (0.09, None):
-        sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.04), head_radius=head_radius, verbose=False)
+        sphere = mne.make_sphere_model(
+            r0=(0.0, 0.0, 0.04), head_radius=head_radius, verbose=False
+        )
         rr_s = np.array([0.0, 0.0, 0.04]) + rng.uniform(-0.1, 0.1, (300, 3))
-        for mindist in (0.0, 5.0):
-            keep = engine.check_inside(sphere, None, rr_s, mindist)
-            np.testing.assert_array_equal(keep, _mne_keep(sphere, None, rr_s, mindist))
+        for mindist, trans in ((0.0, None), (5.0, None), (5.0, shifted)):
+            keep = engine.check_inside(sphere, trans, rr_s, mindist)
+            np.testing.assert_array_equal(keep, _mne_keep(sphere, trans, rr_s, mindist))
 
 
 def test_check_inside_agrees_with_make_forward_dropping():
     bem = _bem(1)
-    info = _make_info(apply_trans(_trans(), _brain(bem)["rr"].mean(0)), n_loc=4, n_eeg=0)
+    info = _make_info(
+        apply_trans(_trans(), _brain(bem)["rr"].mean(0)), n_loc=4, n_eeg=0
+    )
     rr, nn = _sources(_brain(bem), 60, seed=9, lo=0.8, hi=1.05)
     keep = engine.check_inside(bem, _trans(), rr, 3.0)
     assert 0 < keep.sum() < len(rr)
     src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), verbose=False)
-    fwd = mne.make_forward_solution(info, _trans(), src, bem, eeg=False, mindist=3.0, verbose=False)
+    fwd = mne.make_forward_solution(
+        info, _trans(), src, bem, eeg=False, mindist=3.0, verbose=False
+    )
     np.testing.assert_array_equal(np.flatnonzero(keep), fwd["src"][0]["vertno"])
     with pytest.raises(RuntimeError, match="dropped"):
         engine.compute_gain_mne(info, _trans(), bem, rr, nn, eeg=False)
@@ -436,12 +518,23 @@ def test_bad_input_errors():
         engine.compute_gain(*args, rr, nn)
     with pytest.raises(ValueError, match="mindist"):
         engine.check_inside(bem, _trans(), rr, -1)
+    # a MEG sensor inside the inner skull: refused, as by MNE
+    inside_info = info.copy()
+    inside_info["chs"][0]["loc"][:3] = apply_trans(_trans(), _brain(bem)["rr"].mean(0))
+    with pytest.raises(RuntimeError, match="1 MEG sensor inside the inner skull"):
+        engine.compute_gain(inside_info, _trans(), bem, rr, nn, eeg=False)
+    with pytest.raises(RuntimeError, match="1 MEG sensor inside the inner skull"):
+        engine.compute_gain_mne(inside_info, _trans(), bem, rr, nn, eeg=False)
 
 
 def test_logging_reports_progress():
     info, bem, rr, nn = _setup_bem(1, n_src=30)
     with mne.utils.catch_logging() as log:
-        engine.compute_gain(info, _trans(), bem, rr, nn, eeg=False, chunk_size=10, verbose=True)
+        engine.compute_gain(
+            info, _trans(), bem, rr, nn, eeg=False, chunk_size=10, verbose=True
+        )
     log = log.getvalue()
-    assert "Fast engine: 24 channels x 30 sources (fixed orientation, 642-node BEM" in log
+    assert (
+        "Fast engine: 24 channels x 30 sources (fixed orientation, 642-node BEM" in log
+    )
     assert "3 chunks" in log

@@ -204,6 +204,23 @@ def test_single_layer_matches_mne(info, bem):
     assert rel.max() < 1e-6
 
 
+@pytest.mark.parametrize("ori", ["fixed", "free"])
+def test_mne_internals_equal_public_api(info, bem, monkeypatch, ori):
+    """engine='mne' via MNE's internals equals the make_forward_solution path."""
+    cortex = SphereCortex(n_layers=2, grade=2, seed=5)
+    trans = some_trans()
+    assert F._mne_internals() is not None  # MNE 1.13 has them
+    fast_path = F.compute_laminar_forward(cortex, info, trans, bem, mindist=3.0,
+                                          orientation_type=ori)  # fmt: skip
+    monkeypatch.setattr(F, "_USE_MNE_INTERNALS", False)
+    public = F.compute_laminar_forward(cortex, info, trans, bem, mindist=3.0,
+                                       orientation_type=ori)  # fmt: skip
+    np.testing.assert_array_equal(fast_path.columns, public.columns)
+    assert fast_path.ch_names == public.ch_names
+    np.testing.assert_allclose(fast_path.gain, public.gain, rtol=1e-12,
+                               atol=1e-12 * np.abs(public.gain).max())  # fmt: skip
+
+
 def test_multilayer_is_per_layer(info, bem):
     """All layers in one computation equal separate single-layer forwards."""
     cortex = SphereCortex(n_layers=3, grade=2, per_layer=True, seed=3)
