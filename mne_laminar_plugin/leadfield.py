@@ -417,13 +417,11 @@ def _check_overwrite(fname, overwrite):
 
 
 def _jsonable(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
+    from .bids import _json_default
+
+    try:
+        return _json_default(obj)
+    except TypeError:
         return str(obj)
     return str(obj)
 

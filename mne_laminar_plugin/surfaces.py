@@ -891,6 +891,21 @@ def summary_fname(root, subject, session, spacing) -> Path:
     )  # fmt: skip
 
 
+def saved_fnames(root, subject, session, spacing, *, pial=False) -> dict[str, Path]:
+    """The files :meth:`LaminarSurfaces.load` reads (keys name them), for MBP
+    steps that declare them as inputs; ``pial=True`` adds the layer-0 GIFTIs."""
+    files = {
+        "surfaces": summary_fname(root, subject, session, spacing),
+        "columns": columns_fname(root, subject, session, spacing),
+    }
+    for hemi in HEMIS:
+        files[f"positions_{hemi}"] = positions_fname(root, subject, session, hemi, spacing)
+        files[f"orientation_{hemi}"] = orientation_fname(root, subject, session, hemi, spacing)
+        if pial:
+            files[f"pial_{hemi}"] = layer_fname(root, subject, session, hemi, 0, spacing)
+    return files
+
+
 #: Glob patterns (after ``<prefix>_``) of every file :meth:`save` writes.
 STALE_PATTERNS = (
     "hemi-*_den-*_desc-layer*_midthickness.surf.gii",

@@ -65,15 +65,9 @@ def _bem_path(cfg) -> Path:
 
 
 def _surface_files(cfg, subject, session) -> dict[str, Path]:
-    root, sp = cfg.laminar_root, cfg.laminar_column_spacing
-    files = {
-        "surfaces": S.summary_fname(root, subject, session, sp),
-        "columns": S.columns_fname(root, subject, session, sp),
-    }
-    for hemi in S.HEMIS:
-        files[f"positions_{hemi}"] = S.positions_fname(root, subject, session, hemi, sp)
-        files[f"orientation_{hemi}"] = S.orientation_fname(root, subject, session, hemi, sp)
-    return files
+    return S.saved_fnames(
+        cfg.laminar_root, subject, session, cfg.laminar_column_spacing, pial=False
+    )
 
 
 def _load_candidate(cfg, subject) -> Path:
