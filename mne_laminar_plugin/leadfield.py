@@ -1288,7 +1288,7 @@ class LeadfieldBuilder:
         trans=None,
         info=None,
         mindist=5.0,
-        engine="mne",
+        engine="fast",
         meg=True,
         eeg=True,
         session=None,
