@@ -131,6 +131,7 @@ def laminar_columns(spacing):
 
 
 def make_bem():
+    """Single-layer BEM solution: fsaverage inner skull at ico-4."""
     import mne
     from mne.bem import _surfaces_to_bem
     from mne.io.constants import FIFF
@@ -277,6 +278,7 @@ def blas_replay(n_dip, n_nodes, n_ch, dtype, chunk=4000):
 
 
 def run_worker(task_file):
+    """Run one task (MNE, engine or inside test) and write its results."""
     import mne
 
     from mne_laminar_plugin import engine
@@ -374,6 +376,7 @@ def run_worker(task_file):
 
 
 def spawn(task, d):
+    """Run a task in a fresh subprocess and return its results."""
     task = dict(task, dir=d)
     fname = op.join(
         d,
@@ -394,6 +397,7 @@ def spawn(task, d):
 
 
 def main():
+    """Build the inputs, run every computation, print the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scales", nargs="+", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--repeats", type=int, default=3, help="engine repeats")

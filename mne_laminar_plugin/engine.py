@@ -49,7 +49,6 @@ from mne.utils import (
     logger,
     verbose,
 )
-from scipy.linalg.blas import dgemm as _dgemm
 
 __all__ = ["check_inside", "compute_gain", "compute_gain_mne", "gain_ch_names"]
 
@@ -763,12 +762,18 @@ class _Plan:
 @verbose
 def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
     """Do once what MNE does once: sensors, conductor, transforms."""
+    from mne import Info
     from mne.forward._compute_forward import _bem_specify_els
     from mne.forward._make_forward import _prepare_for_forward
+    from mne.io import read_info
     from mne.io.constants import FIFF
     from mne.source_space import SourceSpaces
     from mne.transforms import _get_trans, invert_transform
+    from mne.utils import _check_fname
 
+    _validate_type(info, ("path-like", Info), "info")
+    if not isinstance(info, Info):
+        info = read_info(_check_fname(info, "read", must_exist=True, name="info"))
     mri_head_t, trans_name = _get_trans(trans)
     mne_verbose = "debug" if logger.level <= logging.DEBUG else "warning"
     # An empty source space and no BEM: MNE's own preparation (channel
@@ -900,10 +905,10 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
     rr_head = np.ascontiguousarray(rr_head, float)
     nn_head = None if nn_head is None else np.ascontiguousarray(nn_head, float)
     t0 = time.perf_counter()
-    meg_bufs = list()
-    if plan.has_meg:
-        meg_bufs = [np.empty((n_dip, len(g[0]))) for g in plan.meg_groups]
     if plan.is_sphere:
+        meg_bufs = list()
+        if plan.has_meg:
+            meg_bufs = [np.empty((n_dip, len(g[0]))) for g in plan.meg_groups]
         eeg_buf = None
         if plan.has_eeg:
             eeg_buf = np.empty((n_dip, plan.eeg_starts.shape[0] - 1))
@@ -952,24 +957,20 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
     v0 = work[:n_dip]
 
     single = dtype == np.float32
-    # where the primary field goes: straight into the MEG columns of the
-    # output (float64) or of the float64 near-field buffer (float32), or into
-    # a coil buffer when compensation / reference channels need a remix
+    # the primary field goes straight into the float64 near-field buffer
+    # (float32 output), or into a coil buffer added after the product
+    direct = plan.has_meg and plan.meg_post is None
     if single:  # the nearest nodes' terms are done in float64 (_k_near_field)
         near_out = np.empty((n_dip, plan.n_ch))
         if fixed:
             q_near = np.ascontiguousarray(q_mri[:, np.newaxis])
         else:
             q_near = np.ascontiguousarray(np.broadcast_to(plan.mri_Q, (n_src, 3, 3)))
-        prim_out = near_out
-    else:  # MEG columns are written below, EEG ones accumulated by the gemm
-        if plan.has_eeg or not plan.has_meg:
-            out_T[:, plan.eeg_sl] = 0.0
-        prim_out = out_T
-    direct = plan.has_meg and plan.meg_post is None
-    if plan.has_meg and not direct:
+    if single and direct:
+        prim_out = near_out  # (MEG columns come first)
+    elif plan.has_meg:
         prim_out = np.empty((n_dip, plan.meg_n_coils))
-    add = single and direct  # prim adds to the near-field terms
+    add = single and direct  # the primary field adds to the near-field terms
 
     def fun(a, b):
         if fixed:
@@ -997,22 +998,15 @@ def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
                 )
 
     fun(0, n_src)
-    if plan.has_meg and not direct:
-        if single:
-            near_out[:, plan.meg_sl] += prim_out @ plan.meg_post
-        else:
-            out_T[:, plan.meg_sl] = prim_out @ plan.meg_post
     t1 = time.perf_counter()
-    if single:
-        np.matmul(v0, plan.sol_T32, out=out_T)
-        t2 = time.perf_counter()
-        near_out += out_T  # in float64, then rounded once
-        out_T[:] = near_out
-    else:  # out_T += v0 @ sol_T, in place: (n_ch, n_dip) = F-ordered out_T.T
-        res = _dgemm(1.0, plan.sol_T.T, v0.T, beta=1.0, c=out_T.T, overwrite_c=True)
-        if not np.shares_memory(res, out_T):  # pragma: no cover
-            out_T[:] = res.T
-        t2 = time.perf_counter()
+    # (numpy releases the GIL during the product; scipy's BLAS wrappers don't)
+    np.matmul(v0, plan.sol_T32 if single else plan.sol_T, out=out_T)
+    t2 = time.perf_counter()
+    if plan.has_meg and not add:
+        prim = prim_out if direct else prim_out @ plan.meg_post
+        (near_out if single else out_T)[:, plan.meg_sl] += prim
+    if single:  # sum in float64, rounded once
+        np.add(near_out, out_T, out=out_T, casting="same_kind")
     t3 = time.perf_counter()
     _add_time("kernels", t1 - t0 + t3 - t2)
     _add_time("gemm", t2 - t1)
@@ -1030,15 +1024,28 @@ def _meg_rows(plan, meg_bufs, n_dip):
     return buf
 
 
-def _chunk_task(plan, rr_head, nn_head, dtype):
-    """One chunk in a joblib/dask worker: returns (n_ch, n_dip), F order."""
+def _chunks_task(plan, rr_head, nn_head, bounds, dtype):
+    """Consecutive chunks in a joblib/dask worker: (n_ch, n_dip) F-ordered.
+
+    ``bounds`` are the chunks' (start, stop), relative to ``rr_head``; the
+    arithmetic per chunk is the in-process one, with one BLAS thread.
+    """
     from threadpoolctl import threadpool_limits
 
-    n_dip = len(rr_head) * (1 if nn_head is not None else 3)
-    out_T = np.empty((n_dip, plan.n_ch), dtype)
+    n_ori = 1 if nn_head is not None else 3
+    out = np.empty((plan.n_ch, n_ori * len(rr_head)), dtype, order="F")
+    work = None
     with threadpool_limits(limits=1, user_api="blas"):
-        _compute_chunk(plan, rr_head, nn_head, out_T, dtype)
-    return out_T.T
+        for a, b in bounds:
+            work = _compute_chunk(
+                plan,
+                rr_head[a:b],
+                None if nn_head is None else nn_head[a:b],
+                out[:, n_ori * a : n_ori * b].T,
+                dtype,
+                work,
+            )
+    return out
 
 
 # #############################################################################
@@ -1186,8 +1193,8 @@ def compute_gain(
         whole chunks: numba kernels, then a single-threaded BLAS product).
     dtype : numpy dtype
         ``np.float64`` (default) or ``np.float32``. float32 halves the memory
-        and the time of the BEM product (relative error ~1e-6, see
-        ``benchmarks/README.md``).
+        and about halves the time; max relative column error vs float64 below
+        1e-5 (2-6e-6 measured, see ``benchmarks/README.md``).
     chunk_size : int | None
         Sources per chunk. None picks ~16 MB of work buffer per chunk (and at
         least one chunk per core). For a given ``chunk_size`` the result is
@@ -1210,6 +1217,12 @@ def compute_gain(
         :func:`gain_ch_names`); columns are sources, or ``[x, y, z]`` head-frame
         components per source when ``nn_mri`` is None. Fortran-ordered (like
         MNE's ``sol['data']``): each column is contiguous.
+
+    Notes
+    -----
+    Like :func:`mne.make_forward_solution` (``on_inside='raise'``), raises a
+    RuntimeError if a MEG sensor is inside the scalp (3-layer BEM), the inner
+    skull (1-layer BEM) or the outer sphere shell.
     """
     _validate_type(meg, bool, "meg")
     _validate_type(eeg, bool, "eeg")
@@ -1252,17 +1265,19 @@ def compute_gain(
             from threadpoolctl import threadpool_limits
 
             _get_kernels()  # load/compile once here, before workers start
+            tasks = _group_chunks(bounds, runner, n_jobs, plan.n_ch * n_ori, dtype)
             # (single-threaded BLAS here too, for thread-based backends)
             with threadpool_limits(limits=1, user_api="blas"):
                 results = runner(
-                    _delayed_chunk(
-                        plan, rr_head[a:b], None if nn is None else nn_head[a:b], dtype
-                    )
-                    for a, b in bounds
+                    _delayed_chunks(plan, rr_head, nn_head, group, dtype)
+                    for group in tasks
                 )
-                for ci, ((a, b), res) in enumerate(zip(bounds, results)):
+                done = 0
+                for group, res in zip(tasks, results):
+                    a, b = group[0][0], group[-1][1]
                     out[:, n_ori * a : n_ori * b] = res
-                    pbar.update(ci + 1)
+                    done += len(group)
+                    pbar.update(done)
     return out
 
 
@@ -1298,10 +1313,35 @@ def _run_threads(plan, rr_head, nn_head, out, bounds, n_ori, dtype, pbar):
                 pbar.update(ci + 1)
 
 
-def _delayed_chunk(plan, rr_head, nn_head, dtype):
+def _group_chunks(bounds, runner, n_jobs, bytes_per_src, dtype):
+    """Group consecutive chunks into joblib tasks.
+
+    Few tasks, so that the plan (a few MB) is sent a few times per worker,
+    not once per chunk; but at most ~64 MB of result per task, and at least
+    4 tasks per worker for load balance.
+    """
     import joblib
 
-    return joblib.delayed(_chunk_task)(plan, rr_head, nn_head, dtype)
+    n_workers = getattr(runner, "n_jobs", None) or n_jobs or -1
+    try:
+        n_workers = joblib.effective_n_jobs(n_workers)
+    except Exception:  # pragma: no cover (exotic backends)
+        n_workers = _n_cpus()
+    n_src = bounds[-1][1]
+    total = n_src * bytes_per_src * np.dtype(dtype).itemsize
+    n_tasks = int(max(4 * max(n_workers, 1), np.ceil(total / 64e6)))
+    n_tasks = min(n_tasks, len(bounds))
+    edges = np.linspace(0, len(bounds), n_tasks + 1).round().astype(int)
+    return [bounds[e0:e1] for e0, e1 in zip(edges[:-1], edges[1:]) if e1 > e0]
+
+
+def _delayed_chunks(plan, rr_head, nn_head, group, dtype):
+    import joblib
+
+    a, b = group[0][0], group[-1][1]
+    rel = [(c0 - a, c1 - a) for c0, c1 in group]
+    nn = None if nn_head is None else nn_head[a:b]
+    return joblib.delayed(_chunks_task)(plan, rr_head[a:b], nn, rel, dtype)
 
 
 @verbose

@@ -436,6 +436,7 @@ def _mne_keep(bem, trans, rr, mindist):
 
 
 def test_check_inside_matches_mne():
+    """Same decisions as MNE's own filtering, incl. rays through edges/vertices."""
     bem = _bem(1)
     surf = _brain(bem)
     rng = np.random.default_rng(7)
@@ -473,6 +474,7 @@ def test_check_inside_matches_mne():
 
 
 def test_check_inside_agrees_with_make_forward_dropping():
+    """The kept sources are make_forward_solution's vertno (mindist 3 mm)."""
     bem = _bem(1)
     info = _make_info(
         apply_trans(_trans(), _brain(bem)["rr"].mean(0)), n_loc=4, n_eeg=0
@@ -494,6 +496,7 @@ def test_check_inside_agrees_with_make_forward_dropping():
 
 
 def test_bad_input_errors():
+    """Bad arguments raise errors naming the argument."""
     info, bem, rr, nn = _setup_bem(1, n_src=5)
     args = (info, _trans(), bem)
     with pytest.raises(ValueError, match="rr_mri must have shape"):
@@ -528,6 +531,7 @@ def test_bad_input_errors():
 
 
 def test_logging_reports_progress():
+    """verbose=True logs what is computed."""
     info, bem, rr, nn = _setup_bem(1, n_src=30)
     with mne.utils.catch_logging() as log:
         engine.compute_gain(
@@ -538,3 +542,33 @@ def test_logging_reports_progress():
         "Fast engine: 24 channels x 30 sources (fixed orientation, 642-node BEM" in log
     )
     assert "3 chunks" in log
+
+
+def test_inputs_from_files(tmp_path):
+    """info, trans and the BEM solution may be given as files, as to MNE."""
+    info, bem, rr, nn = _setup_bem(1, n_src=10)
+    mne.io.write_info(tmp_path / "meas-info.fif", info)
+    mne.write_trans(tmp_path / "sub-trans.fif", _trans())
+    mne.write_bem_solution(tmp_path / "sub-bem-sol.fif", bem)
+    # (FIF stores sensor positions in float32: compare with the read-back objects)
+    gain = engine.compute_gain(
+        mne.io.read_info(tmp_path / "meas-info.fif", verbose=False),
+        mne.read_trans(tmp_path / "sub-trans.fif"),
+        mne.read_bem_solution(tmp_path / "sub-bem-sol.fif", verbose=False),
+        rr,
+        nn,
+        eeg=False,
+    )
+    from_files = engine.compute_gain(
+        tmp_path / "meas-info.fif",
+        tmp_path / "sub-trans.fif",
+        tmp_path / "sub-bem-sol.fif",
+        rr,
+        nn,
+        eeg=False,
+    )
+    assert np.array_equal(from_files, gain)
+    keep = engine.check_inside(tmp_path / "sub-bem-sol.fif", "fsaverage", rr)
+    assert keep.all()
+    with pytest.raises(FileNotFoundError, match="info"):
+        engine.compute_gain(tmp_path / "nope-info.fif", _trans(), bem, rr, nn)
