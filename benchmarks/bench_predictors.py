@@ -6,7 +6,7 @@ columns x 11 layers (3.3 M sources), a float32 leadfield of 64 channels
 dense ellipsoid (40,962 vertices, like ``-head-dense.fif``). Prints the time
 of each predictor (wall and CPU) and of the score.
 
-Run: /work/venv/bin/python benchmarks/bench_predictors.py [n_columns] [n_channels]
+Run: python benchmarks/bench_predictors.py [n_columns] [n_channels]
 """
 
 from __future__ import annotations

@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         kind = "plugin error" if isinstance(exc, PluginError) else type(exc).__name__
         print(f"{PROG}: {kind}: {exc}", file=sys.stderr)
-        print(f"(set MNE_LAMINAR_DEBUG=1 for the full traceback)", file=sys.stderr)
+        print("(set MNE_LAMINAR_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
 
 
