@@ -364,10 +364,9 @@ def _closest_candidates(points, geom, which, cand, dist, closest, tri_idx):
 
 def _triangle_normals(rr: np.ndarray, tris: np.ndarray) -> np.ndarray:
     """Unit normals of the triangles (right-hand winding); zero if degenerate."""
-    nn = np.cross(rr[tris[:, 1]] - rr[tris[:, 0]], rr[tris[:, 2]] - rr[tris[:, 0]])
-    norm = np.linalg.norm(nn, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norm > 0, nn / norm, 0.0)
+    from .surfaces import _face_normals
+
+    return _face_normals(np.asarray(rr, float), np.asarray(tris))[0]
 
 
 def _signed_volume(rr: np.ndarray, tris: np.ndarray) -> float:
