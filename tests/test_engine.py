@@ -1,4 +1,4 @@
-"""Tests for the fast forward engine (mne_laminar_plugin.engine).
+"""Tests for the fast forward engine (mne_laminar_plugin.forward._engine).
 
 The oracle is mne.make_forward_solution on the same inputs (through
 engine.compute_gain_mne); independent checks are Sarvas' closed-form sphere
@@ -20,7 +20,7 @@ from mne.io.constants import FIFF
 from mne.surface import _get_ico_surface
 from mne.transforms import Transform, _get_trans, apply_trans
 
-from mne_laminar_plugin import engine
+from mne_laminar_plugin.forward import _engine as engine
 
 FS_DIR = op.join(op.dirname(mne.__file__), "data", "fsaverage")
 TOL = 1e-6  # max relative column error required vs MNE in float64

@@ -15,7 +15,7 @@ import pytest
 from mne.io.constants import FIFF
 from mne.transforms import Transform, apply_trans, rotation
 
-from mne_laminar_plugin import forward as F
+from mne_laminar_plugin.forward import _forward as F
 
 CENTER = np.array([0.0, 0.0, 0.04])  # head/MRI centre of the spheres (m)
 
@@ -384,7 +384,7 @@ def test_fast_engine(info, bem, monkeypatch):
         np.testing.assert_array_equal(fast.columns, ref.columns)
         rel = np.linalg.norm(fast.gain - ref.gain, axis=0) / np.linalg.norm(ref.gain, axis=0)
         assert rel.max() < 1e-6
-    import mne_laminar_plugin.engine as engine_mod
+    import mne_laminar_plugin.forward._engine as engine_mod
 
     monkeypatch.delattr(engine_mod, "compute_gain")
     with pytest.raises(RuntimeError, match="engine='fast' needs .*compute_gain.*engine='mne'"):

@@ -16,8 +16,9 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, viz
-from ...surfaces import HEMIS, DROP_REASONS, LaminarSurfaces
+from ... import _mbp
+from ....report import viz
+from ....surfaces import HEMIS, DROP_REASONS, LaminarSurfaces
 
 SECTION = "Laminar surfaces"
 

@@ -20,9 +20,11 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import _sanitize_callable, failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import leadfield as L
-from ... import surfaces as S
+from ... import _mbp
+from .... import bids
+from ....report import viz
+from .... import leadfield as L
+from .... import surfaces as S
 
 SECTION = "Laminar leadfield"
 MAX_OUTLIER_ROWS = 50
@@ -170,7 +172,7 @@ def run_leadfield(
         info_fname = Path(in_files["info"].fpath)
         sources = dict(info=info_fname)
         info = mne.io.read_info(info_fname, verbose=False)
-        from ...forward import fwd_channel_picks
+        from ....forward import fwd_channel_picks
 
         info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
         seed = cfg.laminar_random_seed

@@ -20,9 +20,11 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import predictors as P
-from ...surfaces import HEMIS
+from ... import _mbp
+from .... import bids
+from ....report import viz
+from .... import predictors as P
+from ....surfaces import HEMIS
 from ._03_predictors import table_fname
 
 SECTION = "Anatomical predictors (group)"

@@ -52,7 +52,7 @@ import numpy as np
 from mne.io.constants import FIFF
 from mne.utils import _check_option, _validate_type, logger, verbose, warn
 
-from ._version import __version__
+from .._version import __version__
 
 ORIENTATION_TYPES = ("fixed", "free")
 RETRIEVE_MODES = ("load", "simulate", "random")
@@ -365,7 +365,7 @@ class LeadfieldData:
         Per-channel metadata are stored as scalars when every channel agrees
         (as CaliBrain expects), else per channel.
         """
-        from .bids import atomic_path
+        from ..bids import atomic_path
 
         fname = Path(fname)
         _check_overwrite(fname, overwrite)
@@ -417,7 +417,7 @@ def _check_overwrite(fname, overwrite):
 
 
 def _jsonable(obj):
-    from .bids import _json_default
+    from ..bids import _json_default
 
     try:
         return _json_default(obj)
@@ -754,7 +754,7 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     """
     import h5py
 
-    from .bids import atomic_path
+    from ..bids import atomic_path
 
     fname = Path(fname)
     _check_overwrite(fname, overwrite)
@@ -920,7 +920,7 @@ def _reorient(data, orientation_type, fname):
 # =========================================================== MNE forwards
 def _sidecar_layout(fname):
     """Layers/columns from the JSON sidecar of a forward written by this package."""
-    from .bids import sidecar
+    from ..bids import sidecar
 
     side = sidecar(fname)
     if not side.is_file():
@@ -1120,7 +1120,7 @@ def write_forward_fif(fname, data: LeadfieldData, *, overwrite=False, verbose=No
         )
     fwd = _to_forward(data)
     fname.parent.mkdir(parents=True, exist_ok=True)
-    from .bids import atomic_path
+    from ..bids import atomic_path
 
     # the temporary name ends with the final one, so MNE accepts it (_fwd.fif)
     with atomic_path(fname) as tmp:
@@ -1143,7 +1143,7 @@ def leadfield_fname(root, subject, session=None, *, datatype="meg", kind="h5") -
     kind : "h5" | "json" | "fwd" | "fwd_json"
         The HDF5 leadfield, its sidecar, the MNE forward (FIF), its sidecar.
     """
-    from . import bids
+    from .. import bids
 
     _check_option("kind", kind, ("h5", "json", "fwd", "fwd_json"))
     suffix, ext = {
@@ -1297,7 +1297,7 @@ class LeadfieldBuilder:
         n_jobs=None,
         verbose=None,
     ):
-        from .forward import ENGINES
+        from ..forward import ENGINES
 
         if leadfield_dir is not None:
             _validate_type(leadfield_dir, "path-like", "leadfield_dir")
@@ -1478,7 +1478,7 @@ class LeadfieldBuilder:
             return surfaces
         if callable(surfaces):
             return surfaces(subject)
-        from .surfaces import LaminarSurfaces
+        from ..surfaces import LaminarSurfaces
 
         if surfaces is not None:
             return LaminarSurfaces.load(surfaces, subject, self.session)
@@ -1511,7 +1511,7 @@ class LeadfieldBuilder:
 
     def simulate(self, subject, orientation_type="fixed") -> LeadfieldData:
         """The MNE forward on the subject's laminar source space, in target units."""
-        from .forward import compute_laminar_forward
+        from ..forward import compute_laminar_forward
 
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
         info = self._resolve(self.info, subject)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from mne.utils import _check_option, _validate_type, logger, verbose, warn
 
-from . import bids
+from .. import bids
 
 #: The four predictors, in the order of the score.
 PREDICTORS = ("thickness", "lf_rms_diff", "radiality", "distance")
@@ -94,7 +94,7 @@ def _norm_unit(unit: str) -> str:
 
 def _physical_units() -> list[str]:
     """Leadfield unit labels that have an SI factor (library and SI labels)."""
-    from .leadfield import UNITS
+    from ..leadfield import UNITS
 
     return [label for _, _, label, _ in UNITS.values()] + list(_SI_LABELS.values())
 
@@ -106,7 +106,7 @@ def _unit_to_si(unit: str) -> float | None:
     :data:`mne_laminar_plugin.leadfield.UNITS` (the one place of the
     conversion); SI labels give 1.
     """
-    from .leadfield import UNITS
+    from ..leadfield import UNITS
 
     key = _norm_unit(unit)
     for si_to_target, _, label, _ in UNITS.values():
@@ -364,7 +364,7 @@ def _closest_candidates(points, geom, which, cand, dist, closest, tri_idx):
 
 def _triangle_normals(rr: np.ndarray, tris: np.ndarray) -> np.ndarray:
     """Unit normals of the triangles (right-hand winding); zero if degenerate."""
-    from .surfaces import _face_normals
+    from ..surfaces import _face_normals
 
     return _face_normals(np.asarray(rr, float), np.asarray(tris))[0]
 

@@ -20,9 +20,11 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import predictors as P
-from ... import surfaces as S
+from ... import _mbp
+from .... import bids
+from ....report import viz
+from .... import predictors as P
+from .... import surfaces as S
 
 SECTION = "Anatomical predictors"
 TOP_N = 10
@@ -72,7 +74,7 @@ def _surface_files(cfg, subject, session) -> dict[str, Path]:
 
 def _leadfield_file(cfg, subject, session) -> Path:
     """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    from ... import leadfield as L
+    from .... import leadfield as L
 
     if hasattr(L, "leadfield_fname"):
         return Path(L.leadfield_fname(cfg.laminar_root, subject, session,
@@ -85,7 +87,7 @@ def _leadfield_file(cfg, subject, session) -> Path:
 
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
-    from ... import leadfield as L
+    from .... import leadfield as L
 
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from mne.utils import _check_option, _validate_type, get_subjects_dir, logger, verbose
 
-from . import bids
-from .options import COLUMN_ORIENTATIONS, CORTEX_MASKS, LAYER_METHODS
+from .. import bids
+from ..pipeline.options import COLUMN_ORIENTATIONS, CORTEX_MASKS, LAYER_METHODS
 
 HEMIS = ("lh", "rh")
 #: Links shorter than this (mm) count as zero length (pial == white).

@@ -537,7 +537,7 @@ def check_columns(layers_mri, bem, mri_head_t, mindist, *, verbose=None):
 # ------------------------------------------------------------------ engines
 def _fast_engine():
     try:
-        from . import engine as _engine
+        from . import _engine as _engine
     except ImportError as exc:
         raise RuntimeError(
             "engine='fast' needs mne_laminar_plugin.engine, which could not be "
