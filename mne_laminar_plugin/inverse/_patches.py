@@ -1,0 +1,126 @@
+"""Gaussian patch kernel over geodesic distance within one layer.
+
+``q_j = exp(-d_j^2 / (2 sigma^2))`` with ``sigma = FWHM / 2.355`` and ``d_j``
+the geodesic distance (shortest path along the edges of the layer's own
+mesh) from the patch centre; zero beyond ``d > FWHM`` and below ``e^-8``;
+normalised to sum 1 over the columns that have sources (notes §2 and §3.1).
+No smoothing across layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import dijkstra
+
+FWHM_TO_SIGMA = 1.0 / 2.355
+MIN_WEIGHT = float(np.exp(-8.0))
+#: rows of the dense distance block computed at once (memory: rows x n_vertices)
+_CHUNK = 256
+#: up to this many centres, search only the Euclidean ball around each
+_LOCAL_MAX = 16
+
+
+@lru_cache(maxsize=8)
+def _edges_cached(key, n, tris_bytes):
+    tris = np.frombuffer(tris_bytes, np.int64).reshape(-1, 3)
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    e = np.sort(e, axis=1)
+    code = np.unique(e[:, 0] * n + e[:, 1])
+    out = np.stack([code // n, code % n], axis=1)
+    out.setflags(write=False)
+    return out
+
+
+def mesh_edges(tris, n_vertices):
+    """Unique undirected edges ``(n_edges, 2)`` of a triangle mesh (cached)."""
+    tris = np.ascontiguousarray(tris, np.int64)
+    raw = tris.tobytes()
+    key = hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return _edges_cached(key, int(n_vertices), raw)
+
+
+def _graph(rr, edges, n):
+    w = np.linalg.norm(rr[edges[:, 0]] - rr[edges[:, 1]], axis=1)
+    # zero-length edges would vanish from a sparse graph: keep them tiny instead
+    w = np.maximum(w, 1e-12)
+    g = sparse.coo_matrix((w, (edges[:, 0], edges[:, 1])), shape=(n, n))
+    return (g + g.T).tocsr()
+
+
+def geodesic_within(rr, edges, centers, limit):
+    """Geodesic (edge-path) distances up to ``limit`` from each centre.
+
+    Returns ``(rows, cols, dist)``: centre index (into ``centers``), vertex and
+    distance of every vertex within ``limit``. For a few centres only the
+    vertices inside the Euclidean ball of radius ``limit`` are searched (every
+    vertex of a path of length <= limit lies in it, so this is exact).
+    """
+    rr = np.asarray(rr, float)
+    centers = np.atleast_1d(np.asarray(centers, np.int64))
+    n = len(rr)
+    lim = float(limit) * (1 + 1e-9)
+    rows, cols, dist = [], [], []
+    if len(centers) <= _LOCAL_MAX:
+        for i, c in enumerate(centers):
+            ball = np.flatnonzero(((rr - rr[c]) ** 2).sum(1) <= lim**2)
+            local = np.full(n, -1, np.int64)
+            local[ball] = np.arange(len(ball))
+            sub = edges[(local[edges[:, 0]] >= 0) & (local[edges[:, 1]] >= 0)]
+            g = _graph(rr[ball], local[sub], len(ball))
+            d = dijkstra(g, directed=False, indices=int(local[c]), limit=lim)
+            ok = np.flatnonzero(np.isfinite(d))
+            rows.append(np.full(len(ok), i))
+            cols.append(ball[ok])
+            dist.append(d[ok])
+    else:
+        g = _graph(rr, edges, n)
+        for start in range(0, len(centers), _CHUNK):
+            d = dijkstra(g, directed=False, indices=centers[start : start + _CHUNK], limit=lim)
+            r, c = np.nonzero(np.isfinite(d))
+            rows.append(r + start)
+            cols.append(c)
+            dist.append(d[r, c])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dist)
+
+
+def patch_kernel(rr, edges, fwhm, centers, *, keep=None):
+    """Patch weights of each centre over the vertices of one layer mesh.
+
+    Parameters
+    ----------
+    rr : array, shape (n_vertices, 3)
+        Layer positions (mm, like ``fwhm``).
+    edges : array, shape (n_edges, 2)
+        Mesh edges (:func:`mesh_edges`); both hemispheres may be in one mesh
+        (no edge joins them).
+    fwhm : float
+        Full width at half maximum (mm).
+    centers : array of int, shape (n_patches,)
+        Patch centres (vertex indices).
+    keep : array of bool, shape (n_vertices,) | None
+        Vertices with sources; the others get weight 0 (paths still run
+        through them) and the weights are normalised over the kept ones.
+
+    Returns
+    -------
+    kernel : scipy.sparse.csr_matrix, shape (n_patches, n_vertices)
+        Rows sum to 1.
+    """
+    centers = np.atleast_1d(np.asarray(centers, np.int64))
+    n = len(rr)
+    sigma = float(fwhm) * FWHM_TO_SIGMA
+    r, c, d = geodesic_within(rr, edges, centers, fwhm)
+    w = np.exp(-(d**2) / (2 * sigma**2))
+    ok = (d <= fwhm * (1 + 1e-9)) & (w >= MIN_WEIGHT)
+    if keep is not None:
+        ok &= keep[c]
+    K = sparse.csr_matrix((w[ok], (r[ok], c[ok])), shape=(len(centers), n))
+    sums = np.asarray(K.sum(axis=1)).ravel()
+    if (sums <= 0).any():
+        bad = centers[sums <= 0]
+        raise ValueError(f"patch centre(s) {bad[:5].tolist()} have no kept vertex in the patch")
+    return sparse.diags(1.0 / sums) @ K
