@@ -19,7 +19,7 @@ import numpy as np
 from mne.utils import _check_option, _validate_type, logger, verbose
 
 from ._reml import HC, HE, reml, reml_grouped
-from ._patches import mesh_edges, patch_kernel
+from ._patches import layer_patches, mesh_edges, patch_kernel
 from ._temporal import dct_basis, hann as hann_window, temporal_modes
 
 METHODS = ("msp", "ebb")
@@ -29,6 +29,21 @@ DEFAULT_BAND = (0.0, 256.0)
 _DATA_TYPES = ("mag", "grad", "eeg")
 #: windows of the sliding comparison processed at once (memory)
 _WINDOW_CHUNK = 128
+#: BLAS threads inside compare_layers: its matrices are small (n <= a few
+#: hundred), where OpenBLAS threads cost more than they give (2-14x slower
+#: with 2 threads on the 2-core test machine); parallelise over calls instead
+BLAS_THREADS = 1
+_CONTROLLER = None
+
+
+def _blas_limit():
+    """Context limiting BLAS/OpenMP threads to :data:`BLAS_THREADS`."""
+    global _CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=BLAS_THREADS, user_api="blas")
 
 
 # ======================================================= batched MSP core
@@ -360,10 +375,38 @@ def _match_channels(evoked, leadfield, noise_cov):
     return names, np.array([lf_index[n] for n in names])
 
 
+def _whitener_key(evoked, noise_cov, names, rank):
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(np.ascontiguousarray(noise_cov.data).tobytes())
+    chs = {ch["ch_name"]: ch for ch in evoked.info["chs"]}
+    h.update(repr((list(noise_cov.ch_names), list(names), repr(rank),
+                   [(chs[n]["kind"], chs[n]["unit"], chs[n]["coil_type"]) for n in names],
+                   bool(noise_cov["diag"]))).encode())  # fmt: skip
+    for proj in (*evoked.info["projs"], *noise_cov["projs"]):
+        h.update(repr((proj["active"], proj["data"]["col_names"])).encode())
+        h.update(np.ascontiguousarray(proj["data"]["data"]).tobytes())
+    return h.hexdigest()
+
+
+_WHITENERS: dict = {}
+_WHITENER_CACHE = 8
+
+
 def _whitener(evoked, noise_cov, names, rank):
+    """``compute_whitener`` (pca=True) times the data's SSP projector.
+
+    Cached on the content of the covariance, the channels, the projectors
+    and the rank: repeated comparisons on the same data (priors, ROIs,
+    windows) do not redo the eigendecomposition.
+    """
     import mne
     from mne._fiff.proj import make_projector
 
+    key = _whitener_key(evoked, noise_cov, names, rank)
+    if key in _WHITENERS:
+        return _WHITENERS[key]
     info = mne.pick_info(evoked.info, [evoked.ch_names.index(n) for n in names])
     with info._unlock():
         info["bads"] = []
@@ -373,7 +416,12 @@ def _whitener(evoked, noise_cov, names, rank):
     P, n_proj, _ = make_projector(info["projs"], names)
     if n_proj:
         W = W @ P
-    return np.asarray(W, float)
+    W = np.asarray(W, float)
+    W.setflags(write=False)
+    if len(_WHITENERS) >= _WHITENER_CACHE:
+        _WHITENERS.pop(next(iter(_WHITENERS)))
+    _WHITENERS[key] = W
+    return W
 
 
 def _resolve_woi(woi, times):
@@ -671,6 +719,19 @@ def compare_layers(
         raise ValueError(f"spatial_modes must be 'all' or a positive int, got {spatial_modes!r}")
     if windows is not None and method == "ebb":
         raise ValueError("windows= (sliding windows) is MSP only (as laMEG); use method='msp'")
+    with _blas_limit():
+        return _compare_layers(
+            evoked, leadfield, noise_cov, surfaces=surfaces, prior=prior, method=method,
+            woi=woi, patch_fwhm=patch_fwhm, n_temporal_modes=n_temporal_modes, hann=hann,
+            spatial_modes=spatial_modes, windows=windows, predictors=predictors,
+            subjects_dir=subjects_dir, rank=rank, band=band,
+        )  # fmt: skip
+
+
+def _compare_layers(
+    evoked, leadfield, noise_cov, *, surfaces, prior, method, woi, patch_fwhm,
+    n_temporal_modes, hann, spatial_modes, windows, predictors, subjects_dir, rank, band,
+):  # fmt: skip
     import mne
 
     _validate_type(noise_cov, mne.Covariance, "noise_cov")
@@ -684,7 +745,8 @@ def compare_layers(
     # channels, units, whitening
     names, rows = _match_channels(evoked, leadfield, noise_cov)
     W = _whitener(evoked, noise_cov, names, rank)
-    picks = [evoked.ch_names.index(n) for n in names]
+    index = {n: i for i, n in enumerate(evoked.ch_names)}
+    picks = [index[n] for n in names]
     factors = _si_factors(leadfield)[rows]
     n_white = W.shape[0]
 
@@ -730,7 +792,10 @@ def compare_layers(
     proj = W if A is None else A @ W
 
     # reduced data of every window: (n_win, K, n, Nr)
-    D = np.einsum("wc,kct->kwt", proj, data[:, picks, :])
+    s0 = int(starts[0])
+    s1 = int(starts[-1]) + nb
+    D = proj @ data[:, picks, s0:s1]  # (K, n, samples)
+    starts = starts - s0
     n_trials = D.shape[0]
     N = n_temporal_modes * n_trials
 
@@ -748,16 +813,15 @@ def compare_layers(
     )
     if method == "msp":
         topo = np.empty((n_layers, len(cols), n_red))
-        for l_model, l_surf in enumerate(surf_layers):
-            rr_mm = surfaces.layers[l_surf] * 1e3
-            K = patch_kernel(rr_mm, edges, patch_fwhm, cols, keep=keep_mask).tocoo()
-            src = l_model * n_kept + to_kept[K.col]
-            G = whitened(src)
+        layers_mm = surfaces.layers[surf_layers] * 1e3
+        for i, c in enumerate(cols):
+            lay, vert, wt = layer_patches(layers_mm, edges, patch_fwhm, c, keep=keep_mask)
+            G = whitened(lay * n_kept + to_kept[vert])
             if A is not None:
                 G = A @ G
-            Kd = np.zeros((len(cols), len(src)))
-            Kd[K.row, np.arange(len(src))] = K.data
-            topo[l_model] = Kd @ G.T
+            for l_model in range(n_layers):
+                sel = lay == l_model
+                topo[l_model, i] = G[:, sel] @ wt[sel]
         if len(cols) == 1:
             U = topo[:, 0, :].T  # (n, L)
             U = U / np.linalg.norm(U, axis=0)

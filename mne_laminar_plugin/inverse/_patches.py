@@ -124,3 +124,57 @@ def patch_kernel(rr, edges, fwhm, centers, *, keep=None):
         bad = centers[sums <= 0]
         raise ValueError(f"patch centre(s) {bad[:5].tolist()} have no kept vertex in the patch")
     return sparse.diags(1.0 / sums) @ K
+
+
+def layer_patches(layers_rr, edges, fwhm, center, *, keep=None):
+    """The patch of one column on every layer, in one small shortest-path search.
+
+    Equivalent to :func:`patch_kernel` row ``center`` of each layer (the
+    per-layer meshes share the edges), but only the vertices within the
+    Euclidean ball of radius ``fwhm`` of the centre on some layer are
+    searched, all layers at once (a block-diagonal graph).
+
+    Parameters
+    ----------
+    layers_rr : array, shape (n_layers, n_vertices, 3)
+        Positions of every layer (mm).
+    edges : array, shape (n_edges, 2)
+    fwhm : float
+    center : int
+    keep : array of bool, shape (n_vertices,) | None
+
+    Returns
+    -------
+    layer, vertex, weight : arrays, shape (n_entries,)
+        The weights of each layer sum to 1.
+    """
+    layers_rr = np.asarray(layers_rr, float)
+    n_layers, n = layers_rr.shape[:2]
+    lim = float(fwhm) * (1 + 1e-9)
+    d2 = ((layers_rr - layers_rr[:, center : center + 1]) ** 2).sum(-1)
+    ball = np.flatnonzero((d2 <= lim**2).any(0))
+    m = len(ball)
+    local = np.full(n, -1, np.int64)
+    local[ball] = np.arange(m)
+    sub = edges[(local[edges[:, 0]] >= 0) & (local[edges[:, 1]] >= 0)]
+    ls = local[sub]
+    w = np.linalg.norm(layers_rr[:, sub[:, 0]] - layers_rr[:, sub[:, 1]], axis=-1)
+    w = np.maximum(w, 1e-12)  # (L, E)
+    off = (np.arange(n_layers) * m)[:, None]
+    r = (ls[:, 0] + off).ravel()
+    c = (ls[:, 1] + off).ravel()
+    g = sparse.csr_matrix((w.ravel(), (r, c)), shape=(n_layers * m, n_layers * m))
+    src = np.arange(n_layers) * m + local[center]
+    d = dijkstra(g, directed=False, indices=src, limit=lim)
+    d = d.reshape(n_layers, n_layers, m)[np.arange(n_layers), np.arange(n_layers)]
+    sigma = float(fwhm) * FWHM_TO_SIGMA
+    lay, loc = np.nonzero(np.isfinite(d) & (d <= lim))
+    wt = np.exp(-(d[lay, loc] ** 2) / (2 * sigma**2))
+    ok = wt >= MIN_WEIGHT
+    if keep is not None:
+        ok &= keep[ball[loc]]
+    lay, vert, wt = lay[ok], ball[loc[ok]], wt[ok]
+    sums = np.bincount(lay, wt, minlength=n_layers)
+    if (sums <= 0).any():
+        raise ValueError(f"patch centre {center} has no kept vertex in the patch")
+    return lay, vert, wt / sums[lay]
