@@ -434,7 +434,7 @@ def _resolve_woi(woi, times):
         raise ValueError(f"woi must be (tmin, tmax) in seconds, got {woi!r}") from None
     dt = float(times[1] - times[0]) if len(times) > 1 else 0.0
     if not lo < hi:
-        raise ValueError(f"woi must have tmin < tmax, got {woi!r}")
+        raise ValueError(f"woi must be (tmin, tmax) with tmin < tmax, got {woi!r}")
     if lo < tmin - dt / 2 or hi > tmax + dt / 2:
         raise ValueError(
             f"woi {woi!r} (s) is outside the data ({tmin:.4f} to {tmax:.4f} s); woi is "
