@@ -300,8 +300,11 @@ def reml_msp(yy_u, yy_perp, n, n_samples, *, hE=HE, hC=HC, max_iter=MAX_ITER):
         ``h0`` (noise) and ``h1 = h2`` (each patch component).
     active : array of bool, shape (..., 2)
     """
-    yy_u, yy_perp = np.broadcast_arrays(np.asarray(yy_u, float), np.asarray(yy_perp, float))
-    N = np.broadcast_to(np.asarray(n_samples, float), yy_u.shape)
+    yy_u, yy_perp, N = np.broadcast_arrays(
+        np.asarray(yy_u, float), np.asarray(yy_perp, float), np.asarray(n_samples, float)
+    )
+    out_shape = yy_u.shape
+    yy_u, yy_perp, N = (x.reshape(-1) for x in (yy_u, yy_perp, N))
     n = float(n)
     sY = (yy_u + yy_perp) / (N * n)
     yu, yp = yy_u / sY, yy_perp / sY
@@ -379,4 +382,8 @@ def reml_msp(yy_u, yy_perp, n, n_samples, *, hE=HE, hC=HC, max_iter=MAX_ITER):
         - 0.5 * (logdet_negH + m_act * np.log(hC))
         - 0.5 * N * n * np.log(sY)
     )
-    return F, np.stack([h0, h1], -1), np.stack([a0, a1], -1)
+    return (
+        F.reshape(out_shape),
+        np.stack([h0, h1], -1).reshape(out_shape + (2,)),
+        np.stack([a0, a1], -1).reshape(out_shape + (2,)),
+    )
