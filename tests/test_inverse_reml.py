@@ -311,3 +311,25 @@ def test_layer_patches_equal_patch_kernel():
     many = patch_kernel(layers[0], edges, 4.0, np.arange(40), keep=None).toarray()
     few = np.concatenate([patch_kernel(layers[0], edges, 4.0, [c]).toarray() for c in (3, 17)])
     np.testing.assert_allclose(many[[3, 17]], few, atol=1e-14)
+
+
+def test_bounded_paths_equal_dijkstra():
+    """The vectorised search for many centres = scipy's full Dijkstra."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import dijkstra
+
+    from mne_laminar_plugin.inverse._patches import geodesic_within
+
+    rng = np.random.default_rng(3)
+    rr, tris = _grid_mesh(25, 1.1)
+    rr = rr + rng.normal(scale=0.3, size=rr.shape)
+    edges = mesh_edges(tris, len(rr))
+    w = np.linalg.norm(rr[edges[:, 0]] - rr[edges[:, 1]], axis=1)
+    g = sparse.coo_matrix((w, (edges[:, 0], edges[:, 1])), shape=(len(rr),) * 2).tocsr()
+    full = dijkstra(g, directed=False)
+    centers = rng.choice(len(rr), 200, replace=False)
+    r, c, d = geodesic_within(rr, edges, centers, 4.5)
+    got = np.full((len(centers), len(rr)), np.inf)
+    got[r, c] = d
+    ref = np.where(full[centers] <= 4.5, full[centers], np.inf)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)

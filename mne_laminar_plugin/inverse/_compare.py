@@ -123,8 +123,9 @@ def _ebb_free_energy(Ys, G, kernel, n_samples):
     quad = (proj**2 / (s[:, None] ** 2 + delta)).sum(0) + (perp**2).sum(0) / delta
     power = (lam**2).sum(0) / quad
     power /= power.max()
-    K = (G * power) @ G.T
-    kval, kvec = np.linalg.eigh(0.5 * (K + K.T))
+    B = G * np.sqrt(power)
+    K = B @ B.T  # symmetric rank-k product
+    kval, kvec = np.linalg.eigh(K)
     kval = np.maximum(kval, 0.0)
     yy = ((kvec.T @ Ys) ** 2).sum(1)
     q = np.stack([np.ones(n), kval])
@@ -772,9 +773,13 @@ def _compare_layers(
     edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
     LF = leadfield.leadfield
 
+    all_rows = np.array_equal(rows, np.arange(LF.shape[0]))
+
     def whitened(src):
-        G = np.asarray(LF[:, src][rows], float) * factors[:, None]
-        return W @ G
+        """W (SI leadfield) of the sources ``src`` (an array or a slice)."""
+        G = LF[:, src]
+        G = np.asarray(G if all_rows else G[rows], float)
+        return W @ (G * factors[:, None])
 
     A = None
     if spatial_modes != "all":
@@ -844,7 +849,7 @@ def _compare_layers(
             rr_mm = surfaces.layers[l_surf] * 1e3
             Kfull = patch_kernel(rr_mm, edges, patch_fwhm, kept, keep=keep_mask)
             kernel = Kfull[:, kept]
-            G = whitened(l_model * n_kept + np.arange(n_kept))
+            G = whitened(slice(l_model * n_kept, (l_model + 1) * n_kept))
             if A is not None:
                 G = A @ G
             F[l_model, 0] = _ebb_free_energy(Ys, G, kernel, N)
