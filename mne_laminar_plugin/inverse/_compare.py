@@ -13,7 +13,6 @@ the best and the runner-up is "strong" evidence (about 20:1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from mne.utils import _check_option, _validate_type, logger, verbose
