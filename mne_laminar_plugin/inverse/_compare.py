@@ -92,6 +92,70 @@ def _msp_free_energy_batch(tau, rho, n_channels, n_samples, *, return_result=Fal
     return (F, h, active) if return_result else F
 
 
+def _whitened_block(LF, rows, factors, W, src):
+    """``W`` times the SI leadfield of the sources ``src`` (array or slice)."""
+    G = LF[:, src]
+    G = np.asarray(G if rows is None else G[rows], float)
+    return W @ (G * factors[:, None])
+
+
+def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
+                        projection=None):  # fmt: skip
+    """Unit patch topographies of many columns on every layer, batched.
+
+    For simulations over many columns (issue #12): the patch kernels of all
+    ``columns`` on each layer at once (:func:`._patches.patch_kernel`), times
+    the whitened (and projected) leadfield of the layer.
+
+    Parameters
+    ----------
+    leadfield : LeadfieldData
+        Fixed orientation, with its layout.
+    surfaces : LaminarSurfaces
+        The leadfield's surfaces (meshes for the geodesic kernel).
+    W : array, shape (n, n_rows)
+        Whitener of the leadfield rows ``rows`` (SI units).
+    rows : array of int | None
+        Leadfield rows, in the whitener's channel order (None: all, in order).
+    columns : array of int
+        Column ids (surfaces numbering), all kept by the leadfield.
+    patch_fwhm : float
+        FWHM (mm).
+    projection : array, shape (m, n) | None
+        Spatial projection A applied after the whitener.
+
+    Returns
+    -------
+    U : array, shape (n_layers, n_selected_columns, n)
+        ``A W L_l q_l / ||.||`` for every layer ``l`` and column; with reduced
+        data ``Y`` (``(..., K, n, Nr)``) ``rho = ||U Y||^2`` feeds
+        :func:`_msp_free_energy_batch` (see :func:`_msp_rho`, ``U[l].T``).
+    """
+    columns = np.asarray(columns, np.int64)
+    kept = np.asarray(leadfield.columns)
+    n_kept = len(kept)
+    keep = np.zeros(surfaces.n_columns, bool)
+    keep[kept] = True
+    if not keep[columns].all():
+        raise ValueError(f"columns {columns[~keep[columns]][:5].tolist()} have no sources")
+    edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
+    factors = _si_factors(leadfield)
+    if rows is not None:
+        factors = factors[rows]
+    out = None
+    for layer in range(leadfield.n_layers):
+        K = patch_kernel(surfaces.layers[layer] * 1e3, edges, patch_fwhm, columns, keep=keep)
+        G = _whitened_block(leadfield.leadfield, rows, factors, W,
+                            slice(layer * n_kept, (layer + 1) * n_kept))  # fmt: skip
+        if projection is not None:
+            G = projection @ G
+        topo = np.asarray(K[:, kept] @ G.T)
+        if out is None:
+            out = np.empty((leadfield.n_layers, len(columns), topo.shape[1]))
+        out[layer] = topo / np.linalg.norm(topo, axis=1, keepdims=True)
+    return out
+
+
 def _msp_rho(Y, U):
     """``rho`` of :func:`_msp_free_energy_batch`: ``sum_k ||U^T Y_k||^2``.
 
@@ -346,17 +410,29 @@ def _check_fixed(leadfield):
     return leadfield
 
 
-def _data_channels(evoked):
-    """Good MEG/EEG channels of the data, in data order."""
+def _data_channels(evoked, leadfield):
+    """Good MEG/EEG channels of the data, in data order, of the leadfield's types.
+
+    A channel type the leadfield has none of (e.g. EEG with a MEG-only
+    leadfield) is left out, with a log message.
+    """
     types = evoked.get_channel_types()
     bads = set(evoked.info["bads"])
-    return [n for n, t in zip(evoked.ch_names, types) if t in _DATA_TYPES and n not in bads]
+    lf_types = set(leadfield.ch_types or _DATA_TYPES)
+    skipped = {t for t in types if t in _DATA_TYPES and t not in lf_types}
+    if skipped:
+        logger.info(f"    the leadfield has no {sorted(skipped)} channels: not used")
+    return [n for n, t in zip(evoked.ch_names, types)
+            if t in _DATA_TYPES and t in lf_types and n not in bads]  # fmt: skip
 
 
 def _match_channels(evoked, leadfield, noise_cov):
-    names = _data_channels(evoked)
+    names = _data_channels(evoked, leadfield)
     if not names:
-        raise ValueError("evoked has no good MEG or EEG channel")
+        raise ValueError(
+            f"evoked has no good MEG or EEG channel of the leadfield's types "
+            f"{sorted(set(leadfield.ch_types))}"
+        )
     lf_index = {n: i for i, n in enumerate(leadfield.ch_names)}
     for what, have in (("leadfield", lf_index), ("noise_cov", set(noise_cov.ch_names))):
         missing = [n for n in names if n not in have]
@@ -772,13 +848,10 @@ def _compare_layers(
     edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
     LF = leadfield.leadfield
 
-    all_rows = np.array_equal(rows, np.arange(LF.shape[0]))
+    sel_rows = None if np.array_equal(rows, np.arange(LF.shape[0])) else rows
 
     def whitened(src):
-        """W (SI leadfield) of the sources ``src`` (an array or a slice)."""
-        G = LF[:, src]
-        G = np.asarray(G if all_rows else G[rows], float)
-        return W @ (G * factors[:, None])
+        return _whitened_block(LF, sel_rows, factors, W, src)
 
     A = None
     if spatial_modes != "all":
