@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from mne.utils import _check_option, _validate_type, logger, verbose
+from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
 
 from ._reml import HC, HE, reml, reml_grouped, reml_msp
 from ._patches import layer_patches, mesh_edges, patch_kernel
@@ -906,7 +906,8 @@ def _compare_layers(
                     tau[:, None], rho, n_red, N
                 ).T
         else:
-            for s in range(0, len(starts), _WINDOW_CHUNK):
+            for s in ProgressBar(range(0, len(starts), _WINDOW_CHUNK),
+                                 mesg="multi-patch windows"):  # fmt: skip
                 Y = reduced(starts[s : s + _WINDOW_CHUNK])
                 for w in range(Y.shape[0]):
                     Ys = np.concatenate(list(Y[w]), axis=1)
@@ -917,7 +918,8 @@ def _compare_layers(
     else:  # EBB over the whole layer
         Y = reduced(starts)[0]
         Ys = np.concatenate(list(Y), axis=1)
-        for l_model, l_surf in enumerate(surf_layers):
+        for l_model, l_surf in ProgressBar(list(enumerate(surf_layers)),
+                                           mesg="EBB layer models"):  # fmt: skip
             rr_mm = surfaces.layers[l_surf] * 1e3
             Kfull = patch_kernel(rr_mm, edges, patch_fwhm, kept, keep=keep_mask)
             kernel = Kfull[:, kept]
