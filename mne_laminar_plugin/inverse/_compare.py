@@ -855,14 +855,16 @@ def _compare_layers(
 
     A = None
     if spatial_modes != "all":
-        G_all = whitened(np.arange(leadfield.n_sources))
         if spatial_modes > n_white:
             raise ValueError(
                 f"spatial_modes={spatial_modes} exceeds the {n_white} whitened channels"
             )
-        evals, evecs = np.linalg.eigh(G_all @ G_all.T)
+        GG = np.zeros((n_white, n_white))
+        for layer in range(n_layers):  # G G^T of all layers, one layer at a time
+            G = whitened(slice(layer * n_kept, (layer + 1) * n_kept))
+            GG += G @ G.T
+        _, evecs = np.linalg.eigh(GG)
         A = evecs[:, ::-1][:, :spatial_modes].T
-        del G_all
     n_red = n_white if A is None else A.shape[0]
     proj = W if A is None else A @ W
 
