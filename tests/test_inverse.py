@@ -256,6 +256,12 @@ def test_h5_leadfield_and_prior_forms(sim, tmp_path):
     lf2 = read_leadfield(fname)
     res = compare_layers(ev, lf2, sim.cov, surfaces=sim.surf, prior=c, woi=WOI)
     np.testing.assert_allclose(res.free_energy, ref.free_energy, rtol=1e-10)
+    # a bilaminar comparison read from the same file: each layer model's F
+    # depends only on that layer, so it is the pial and white entries
+    bi = compare_layers(ev, read_leadfield(fname, layers=[0, N_LAYERS - 1]), sim.cov,
+                        surfaces=sim.surf, prior=c, woi=WOI)  # fmt: skip
+    np.testing.assert_allclose(bi.free_energy, ref.free_energy[[0, -1]], rtol=1e-10)
+    np.testing.assert_allclose(bi.layer_depths["fraction"], [1.0, 0.0])
     pair = (str(sim.surf.hemi[c]), int(sim.surf.vertno[c]))
     np.testing.assert_allclose(_compare(sim, ev, pair).free_energy, ref.free_energy)
     np.testing.assert_allclose(_compare(sim, ev, [c]).free_energy, ref.free_energy,
