@@ -4,7 +4,9 @@ Shared helpers (used by every laminar step):
 
 - :func:`plot_surface_map`: a value per vertex on a triangle mesh, rendered
   with pyvista offscreen (EGL when no display), checked for a blank image,
-  falling back to matplotlib ``plot_trisurf`` (Agg). Returns RGB images.
+  falling back to matplotlib ``plot_trisurf`` (Agg, labelled as such), and
+  drawn with matplotlib directly when the run's rendering path is ``2d``
+  (see :mod:`._headless`). Returns RGB images.
 - :func:`image_grid`: tile RGB images into one (for one report figure).
 - :func:`html_table`: a small escaped HTML table for ``Report.add_html``.
 
@@ -34,6 +36,8 @@ _VIEWS = {
     "anterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     "posterior": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
 }
+#: label of surface maps drawn with matplotlib (a 3D projection, not a render)
+MPL_NOTE = "matplotlib 3D projection (no OpenGL rendering)"
 _PLANES = {"coronal": (1, (0, 2)), "axial": (2, (0, 1)), "sagittal": (0, (1, 2))}
 _AXIS_NAMES = "xyz"
 
@@ -122,7 +126,9 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
     return images
 
 
-def _render_matplotlib(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size, label):
+def _render_matplotlib(
+    rr_mm, tris, values, *, title, cmap, clim, views, hemi, size, label, note=MPL_NOTE
+):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,6 +155,9 @@ def _render_matplotlib(rr_mm, tris, values, *, title, cmap, clim, views, hemi, s
         ax.set_box_aspect(np.ptp(rr_mm, axis=0) + 1e-9)
         ax.set_axis_off()
         ax.set_title(f"{title} ({hemi} {view})", fontsize=9)
+        if note:
+            fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, color="0.3",
+                     wrap=True)  # fmt: skip
         fig.canvas.draw()
         img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
         images.append(img)
@@ -195,8 +204,10 @@ def plot_surface_map(
     size : (int, int)
         Image width and height in pixels.
     backend : ``"auto"`` | ``"pyvista"`` | ``"matplotlib"``
-        ``auto`` tries pyvista offscreen and falls back to matplotlib when it
-        fails or returns a blank image (``std == 0``).
+        ``auto`` follows the run's rendering path (:mod:`._headless`, probed
+        once in a subprocess): matplotlib when it is ``2d``, else pyvista
+        offscreen, falling back to matplotlib when that fails or returns a
+        blank image (``std == 0``). Matplotlib images are labelled as such.
 
     Returns
     -------
@@ -217,6 +228,14 @@ def plot_surface_map(
         label=label,
     )  # fmt: skip
     rr_mm = rr * 1e3
+    note = MPL_NOTE
+    if backend == "auto":
+        from ._headless import decide_in_process
+
+        path = decide_in_process()
+        if not path.is_3d:  # decided once per run: do not try GL in this process
+            backend = "matplotlib"
+            note = f"2D fallback, {MPL_NOTE}: {path.reason}" if path.reason else MPL_NOTE
     if backend in ("auto", "pyvista"):
         try:
             images = _render_pyvista(rr_mm, tris, values, **kwargs)
@@ -230,7 +249,8 @@ def plot_surface_map(
             if backend == "pyvista":
                 raise RuntimeError("pyvista offscreen rendering returned a blank image")
             warn("pyvista offscreen rendering returned a blank image; using matplotlib")
-    return [np.asarray(img, np.uint8) for img in _render_matplotlib(rr_mm, tris, values, **kwargs)]
+    images = _render_matplotlib(rr_mm, tris, values, note=note, **kwargs)
+    return [np.asarray(img, np.uint8) for img in images]
 
 
 def image_grid(images: Sequence[np.ndarray], ncols: int = 2, pad: int = 4) -> np.ndarray:
