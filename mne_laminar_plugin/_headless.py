@@ -216,9 +216,13 @@ def probe_offscreen() -> tuple[RenderPath | None, list[str]]:
 
 
 def current_path() -> RenderPath | None:
-    """The path decided for this run, read from the environment (None if none)."""
+    """The path decided for this run, read from the environment (None if none).
+
+    A decision sets :data:`RENDER_ENV` together with the reason variable; a
+    bare ``MNE_LAMINAR_3D`` is a user's request, not a decision.
+    """
     kind = os.environ.get(RENDER_ENV, "").strip().lower()
-    if kind not in PATHS:
+    if kind not in PATHS or _REASON_ENV not in os.environ:
         return None
     return RenderPath(
         kind, reason=os.environ.get(_REASON_ENV, ""), detail=os.environ.get(_DETAIL_ENV, "")

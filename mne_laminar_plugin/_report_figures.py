@@ -384,7 +384,7 @@ def stc_scenes(stc, subject, subjects_dir, n_time_points):
         meshes = []
         for hemi, rr, tris, src_row in hemis:
             vals = data[src_row, t].astype(float)
-            vals[vals < lo] = np.nan
+            vals[~(vals > lo)] = np.nan  # below the threshold: grey cortex
             meshes.append(Mesh(rr, tris, color=(0.7, 0.7, 0.7), values=vals, cmap="hot",
                                clim=(lo, hi)))  # fmt: skip
         scenes.append((float(stc.times[t]), meshes))
