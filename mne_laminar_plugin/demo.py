@@ -190,15 +190,24 @@ def _write_fs_subject(subjects_dir: Path, subject: str, scale: float) -> dict:
     return geom
 
 
+#: voxel size (mm) and shape of the demo's T1: FreeSurfer's LIA orientation and
+#: 256 mm field of view, at 2 mm (a quick demo: 8 times fewer voxels than a
+#: conformed 1 mm volume to build, and half the slices in MBP's BEM figure)
+T1_VOXEL_MM = 2.0
+T1_SHAPE = (128, 128, 128)
+
+
 def _t1_affine() -> np.ndarray:
-    """FreeSurfer conformed (LIA, 1 mm, 256^3) vox2ras with c_ras = 0."""
-    return np.array(
-        [[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]]
-    )
+    """LIA vox2ras of the demo T1 with c_ras = 0 (equal to its vox2ras_tkr)."""
+    d, half = T1_VOXEL_MM, T1_VOXEL_MM * T1_SHAPE[0] / 2
+    return np.array([[-d, 0, 0, half], [0, 0, d, -half], [0, -d, 0, half], [0, 0, 0, 1]])
 
 
 def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarray:
-    """Voxels inside a closed surface: rasterise its triangles, fill the shell."""
+    """Voxels inside a closed surface: rasterise its triangles, fill the shell.
+
+    The fill runs on the surface's bounding box only (plus one voxel).
+    """
     from scipy import ndimage
 
     inv = np.linalg.inv(_t1_affine())
@@ -208,16 +217,23 @@ def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarr
         np.linalg.norm(v2 - v0, axis=1).max(),
         np.linalg.norm(v2 - v1, axis=1).max(),
     )
-    n = int(np.ceil(edge / 0.4)) + 1
+    n = int(np.ceil(edge / (0.4 * T1_VOXEL_MM))) + 1
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     keep = i + j <= n
     a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
     pts = (v0 + a * (v1 - v0) + b * (v2 - v0)).reshape(-1, 3)
     vox = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-    ok = np.all((vox >= 0) & (vox < np.array(shape)), axis=1)
-    shell = np.zeros(shape, bool)
-    shell[tuple(vox[ok].T)] = True
-    return ndimage.binary_fill_holes(shell)
+    vox = vox[np.all((vox >= 0) & (vox < np.array(shape)), axis=1)]
+    out = np.zeros(shape, bool)
+    if not len(vox):
+        return out
+    lo = np.maximum(vox.min(0) - 1, 0)
+    hi = np.minimum(vox.max(0) + 2, shape)
+    shell = np.zeros(tuple(hi - lo), bool)
+    shell[tuple((vox - lo).T)] = True
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = ndimage.binary_fill_holes(shell)
+    return out
 
 
 def _write_t1(fname: Path, geom: dict) -> None:
@@ -225,7 +241,7 @@ def _write_t1(fname: Path, geom: dict) -> None:
     import nibabel as nib
     from scipy import ndimage
 
-    shape = (256, 256, 256)
+    shape = T1_SHAPE
     img = np.zeros(shape, np.float32)
     img[_fill_surface(*geom["head"], shape)] = 60.0  # scalp and skull
     img[_fill_surface(*geom["inner_skull"], shape)] = 25.0  # CSF

@@ -98,31 +98,32 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
     faces = np.column_stack([np.full(len(tris), 3), tris]).ravel()
     mesh = pv.PolyData(rr_mm, faces)
     images = []
-    for view in views:
-        pl = pv.Plotter(off_screen=True, window_size=list(size))
-        try:
-            pl.set_background("white")
-            if values is None:
-                pl.add_mesh(mesh, color="lightgray", smooth_shading=True)
-            else:
-                mesh.point_data["values"] = values
-                pl.add_mesh(
-                    mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
-                    nan_color="lightgray",
-                    scalar_bar_args=dict(
-                        title=label or "", color="black", vertical=False,
-                        position_x=0.2, position_y=0.03, width=0.6, height=0.08,
-                    ),
-                )  # fmt: skip
-            pl.add_text(f"{title} ({hemi} {view})", font_size=9, color="black")
+    # one plotter (GL context, uploaded mesh) for every view
+    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    try:
+        pl.set_background("white")
+        if values is None:
+            pl.add_mesh(mesh, color="lightgray", smooth_shading=True)
+        else:
+            mesh.point_data["values"] = values
+            pl.add_mesh(
+                mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
+                nan_color="lightgray",
+                scalar_bar_args=dict(
+                    title=label or "", color="black", vertical=False,
+                    position_x=0.2, position_y=0.03, width=0.6, height=0.08,
+                ),
+            )  # fmt: skip
+        for view in views:
+            text = pl.add_text(f"{title} ({hemi} {view})", font_size=9, color="black")
             direction, up = _view_vector(view, hemi)
             pl.view_vector(direction, viewup=up)
             pl.reset_camera()
             pl.camera.zoom(1.3)
-            img = np.asarray(pl.screenshot(return_img=True))[..., :3].copy()
-        finally:
-            pl.close()
-        images.append(img)
+            images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
+            pl.remove_actor(text)
+    finally:
+        pl.close()
     return images
 
 
@@ -175,7 +176,7 @@ def plot_surface_map(
     views=("lateral", "medial"),
     hemi=None,
     label=None,
-    size=(480, 360),
+    size=(420, 315),
     backend="auto",
 ):
     """Render a per-vertex map on a triangle mesh offscreen, one image per view.
@@ -202,7 +203,9 @@ def plot_surface_map(
     label : str | None
         Colour bar label (e.g. ``"thickness (mm)"``).
     size : (int, int)
-        Image width and height in pixels.
+        Image width and height in pixels. The default keeps a 2-column
+        :func:`image_grid` within ``mne.Report``'s 850-pixel image width (so
+        the report stores it as is instead of resampling it).
     backend : ``"auto"`` | ``"pyvista"`` | ``"matplotlib"``
         ``auto`` follows the run's rendering path (:mod:`._headless`, probed
         once in a subprocess): matplotlib when it is ``2d``, else pyvista
