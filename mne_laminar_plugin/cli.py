@@ -290,7 +290,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
     demo = make_demo_dataset(
-        root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite
+        root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+        progress=True,
     )
     print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
     print(f"MBP config: {demo.config_path}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -464,6 +465,7 @@ def make_demo_dataset(
     seed: int = 42,
     overwrite: bool = False,
     verbose: str | None = "error",
+    progress: bool = False,
 ) -> DemoDataset:
     """Write the offline demo dataset and its MBP config.
 
@@ -480,6 +482,8 @@ def make_demo_dataset(
         Rebuild even if ``root`` already holds a complete demo.
     verbose : str | None
         MNE log level while writing.
+    progress : bool
+        Print one line per stage of each subject (``mne-laminar demo`` does).
 
     Returns
     -------
@@ -523,11 +527,19 @@ def make_demo_dataset(
             overwrite=True,
         )
         rng_master = np.random.default_rng(seed)
+        t_start = time.perf_counter()
+
+        def _say(msg: str) -> None:
+            if progress:
+                print(f"[{time.perf_counter() - t_start:5.1f} s] {msg}", flush=True)
+
+        _say(f"Building the demo dataset ({n_subjects} subject(s)) in {root}")
         for subject in subjects:
             sub_seed = int(rng_master.integers(0, 2**31 - 1))
             rng = np.random.default_rng(sub_seed)
             fs_subject = f"sub-{subject}"
             scale = float(rng.uniform(0.96, 1.04))
+            _say(f"sub-{subject}: FreeSurfer subject (surfaces, BEM surfaces, T1)")
             geom = _write_fs_subject(subjects_dir, fs_subject, scale)
             src_info = _choose_source(geom, rng)
             label_fname = subjects_dir / fs_subject / "label" / f"lh.{ROI_NAME}.label"
@@ -568,6 +580,7 @@ def make_demo_dataset(
             src = mne.setup_volume_source_space(
                 subject=None, pos=dict(rr=rr, nn=nn), verbose="error"
             )
+            _say(f"sub-{subject}: forward model of the source patch (1-layer BEM)")
             model = mne.make_bem_model(fs_subject, ico=4, conductivity=(0.3,),
                                        subjects_dir=subjects_dir)
             bem = mne.make_bem_solution(model)
@@ -579,6 +592,7 @@ def make_demo_dataset(
             raw.set_meas_date(None)
 
             bids_path = BIDSPath(subject=subject, task=TASK, datatype="meg", root=bids_root)
+            _say(f"sub-{subject}: writing {N_TRIALS} simulated trials as BIDS (MEG, T1w)")
             write_raw_bids(
                 raw, bids_path, events=events, event_id={CONDITION: 1},
                 format="FIF", allow_preload=True, overwrite=True,

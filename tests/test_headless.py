@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-from pathlib import Path
 
 import mne
 import numpy as np
 import pytest
 from mne_bids import BIDSPath, get_head_mri_trans, read_raw_bids
+
+from conftest import path_without_xvfb
 
 from mne_laminar_plugin import _headless, _report_figures, viz
 from mne_laminar_plugin.cli import _needs_mne_3d, render_3d
@@ -31,12 +32,6 @@ def clean_env(monkeypatch):
     for key in (*_ENV, "DISPLAY", "WAYLAND_DISPLAY"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
-
-
-def _path_without_xvfb() -> str:
-    """PATH minus every directory holding an ``Xvfb`` (a bare headless node)."""
-    keep = [d for d in os.environ["PATH"].split(os.pathsep) if d and not (Path(d) / "Xvfb").exists()]
-    return os.pathsep.join(keep)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +121,7 @@ def test_forced_2d_source_estimate_in_report(clean_env, demo, tmp_path):
 
 def test_auto_decision_with_a_real_probe(clean_env, capsys):
     """No display: the real probe decides offscreen VTK or 2D; one log line."""
-    clean_env.setenv("PATH", _path_without_xvfb())
+    clean_env.setenv("PATH", path_without_xvfb())
     with render_3d(allow_xvfb=True, need_mne_3d=True) as path:
         assert os.environ[_headless.RENDER_ENV] == path.kind
         assert _headless.current_path() == path
