@@ -208,8 +208,8 @@ def render_vtk(
         images = []
         for view in views:
             _, up, direction = _basis(view)
-            pl.view_vector(direction, viewup=up)
-            pl.reset_camera()
+            pl.view_vector(direction, viewup=up, render=False)
+            pl.reset_camera(render=False)
             pl.camera.zoom(1.25)
             text = pl.add_text(f"{title} ({view})" if title else view, font_size=8,
                                color="black")  # fmt: skip

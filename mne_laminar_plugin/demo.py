@@ -10,7 +10,7 @@ never download anything:
   gradiometers each, Vectorview coil types) spread over MNE's bundled
   ``306m`` helmet, in a plausible device-to-head position;
 - data: an evoked response from a known cortical patch at a known depth
-  (forward model: the subject's single-layer BEM) plus coloured sensor noise,
+  (forward model: the subject's single-layer ico-3 BEM) plus coloured sensor noise,
   written with mne-bids, with a T1w image and landmarks so that MBP computes
   the head-MRI transform itself.
 
@@ -508,7 +508,7 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
-    stamp = dict(n_subjects=n_subjects, seed=seed, version=2)
+    stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
     if not overwrite and truth_path.is_file() and config_path.is_file():
         have = json.loads(truth_path.read_text())
         if have.get("stamp") == stamp:
@@ -580,8 +580,10 @@ def make_demo_dataset(
             src = mne.setup_volume_source_space(
                 subject=None, pos=dict(rr=rr, nn=nn), verbose="error"
             )
-            _say(f"sub-{subject}: forward model of the source patch (1-layer BEM)")
-            model = mne.make_bem_model(fs_subject, ico=4, conductivity=(0.3,),
+            # ico-3 (1280 triangles): a different (coarser) BEM than MBP's ico-4
+            # one, so that the demo's inverse does not use the simulation's model
+            _say(f"sub-{subject}: forward model of the source patch (1-layer ico-3 BEM)")
+            model = mne.make_bem_model(fs_subject, ico=3, conductivity=(0.3,),
                                        subjects_dir=subjects_dir)
             bem = mne.make_bem_solution(model)
             fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)

@@ -117,8 +117,8 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
         for view in views:
             text = pl.add_text(f"{title} ({hemi} {view})", font_size=9, color="black")
             direction, up = _view_vector(view, hemi)
-            pl.view_vector(direction, viewup=up)
-            pl.reset_camera()
+            pl.view_vector(direction, viewup=up, render=False)
+            pl.reset_camera(render=False)
             pl.camera.zoom(1.3)
             images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
             pl.remove_actor(text)
