@@ -43,8 +43,13 @@ _AXIS_NAMES = "xyz"
 
 
 def _ensure_offscreen_env() -> None:
-    """Prefer EGL for VTK offscreen rendering, unless the user chose already."""
-    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    """Without a display, prefer EGL for VTK offscreen rendering.
+
+    Unless the user, or the run's rendering path (EGL or OSMesa, see
+    :mod:`._headless`), chose already; with a display VTK's default is used.
+    """
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
 def _view_vector(view: str, hemi: str):
