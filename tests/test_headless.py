@@ -164,6 +164,16 @@ def test_laminar_only_needs_no_xvfb(clean_env, capsys):
     assert "no MBP 3D step requested" in path.reason
 
 
+def test_no_xvfb_flag_skips_xvfb(clean_env, capsys):
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed")
+    with render_3d(allow_xvfb=False, need_mne_3d=True) as path:
+        assert "DISPLAY" not in os.environ
+    assert path.kind in ("offscreen", "2d")
+    assert "no X display (--no-xvfb)" in path.reason
+    assert capsys.readouterr().out.count("3D figures:") == 1
+
+
 def test_invalid_render_env(clean_env):
     clean_env.setenv(_headless.RENDER_ENV, "opengl")
     with pytest.raises(ValueError, match="MNE_LAMINAR_3D='opengl' is not valid"):
