@@ -134,8 +134,8 @@ class RenderPath:
             window = dict(_OFFSCREEN_WINDOWS).get(self.detail.split(",")[0])
             if window:
                 out["VTK_DEFAULT_OPENGL_WINDOW"] = window
-        if self.kind == "xvfb":
-            out.setdefault("MNE_3D_OPTION_MULTI_SAMPLES", "1")
+        if self.kind == "xvfb" and "MNE_3D_OPTION_MULTI_SAMPLES" not in os.environ:
+            out["MNE_3D_OPTION_MULTI_SAMPLES"] = "1"  # Xvfb's GLX has no multisampling
         return out
 
 

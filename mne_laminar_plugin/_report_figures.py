@@ -436,8 +436,11 @@ def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_point
         stc = stc.magnitude()
     subject = subject or stc.subject or report.subject
     subjects_dir = mne.utils.get_subjects_dir(subjects_dir, raise_error=True)
-    if not isinstance(stc, mne.SourceEstimate):
-        logger.info(f"Report: {type(stc).__name__} {title!r} not drawn (surface STCs only)")
+    if not isinstance(stc, mne.SourceEstimate):  # volume or mixed source space
+        note = f"{type(stc).__name__} not drawn: only surface source estimates are. "
+        logger.info(f"Report: {title!r}: {note}")
+        report.add_html(f"<p>{note}{caption_note(path)}</p>", title=title, tags=tags,
+                        section=section, replace=replace)  # fmt: skip
         return
     scenes, (lo, hi) = stc_scenes(stc, subject, subjects_dir, n_time_points)
     images, captions = [], []
