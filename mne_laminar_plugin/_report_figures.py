@@ -14,6 +14,7 @@ projections (painter's algorithm). Captions say which and why.
 from __future__ import annotations
 
 import dataclasses
+import html
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -430,16 +431,20 @@ def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_point
     from ._headless import decide_in_process
 
     path = decide_in_process() if path is None else path
-    if not isinstance(stc, mne.SourceEstimate | mne.VectorSourceEstimate):
+    if isinstance(stc, str | Path):
         stc = mne.read_source_estimate(stc)
     if isinstance(stc, mne.VectorSourceEstimate):
         stc = stc.magnitude()
     subject = subject or stc.subject or report.subject
     subjects_dir = mne.utils.get_subjects_dir(subjects_dir, raise_error=True)
     if not isinstance(stc, mne.SourceEstimate):  # volume or mixed source space
-        note = f"{type(stc).__name__} not drawn: only surface source estimates are. "
+        note = (
+            f"{type(stc).__name__} not drawn: MNE's 3D view is not available here "
+            f"({path.reason or path.detail or path.kind}) and mne-laminar's "
+            "replacement draws surface source estimates only."
+        )
         logger.info(f"Report: {title!r}: {note}")
-        report.add_html(f"<p>{note}{caption_note(path)}</p>", title=title, tags=tags,
+        report.add_html(f"<p>{html.escape(note)}</p>", title=title, tags=tags,
                         section=section, replace=replace)  # fmt: skip
         return
     scenes, (lo, hi) = stc_scenes(stc, subject, subjects_dir, n_time_points)
