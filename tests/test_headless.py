@@ -28,10 +28,21 @@ _ENV = (_headless.RENDER_ENV, _headless._REASON_ENV, _headless._DETAIL_ENV,
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """No display, no decision taken yet (restored after the test)."""
-    for key in (*_ENV, "DISPLAY", "WAYLAND_DISPLAY"):
-        monkeypatch.delenv(key, raising=False)
-    return monkeypatch
+    """No display, no decision taken yet; every variable restored afterwards.
+
+    (``monkeypatch.delenv`` does not undo what the code under test sets on a
+    variable that was absent, e.g. the decision's ``MNE_LAMINAR_3D``.)
+    """
+    keys = (*_ENV, "DISPLAY", "WAYLAND_DISPLAY", "MNE_3D_OPTION_MULTI_SAMPLES", "PATH")
+    saved = {key: os.environ.get(key) for key in keys}
+    for key in keys[:-1]:
+        os.environ.pop(key, None)
+    yield monkeypatch
+    for key, val in saved.items():
+        if val is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = val
 
 
 @pytest.fixture(scope="module")
