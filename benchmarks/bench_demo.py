@@ -51,7 +51,9 @@ def _child(argv: list[str]) -> int:
 
     from mne_bids_pipeline import _config_utils, _main
 
-    from mne_laminar_plugin import _headless, cli, demo, host
+    from mne_laminar_plugin import cli, demo
+    from mne_laminar_plugin.pipeline import host
+    from mne_laminar_plugin.report import _render as _headless
 
     records: list[tuple[str, float, float]] = []
 

@@ -99,12 +99,12 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
     ``need_mne_3d``, i.e. MBP's forward/inverse steps are requested, and
     ``allow_xvfb``); offscreen VTK (EGL, then OSMesa); else 2D matplotlib
     figures. ``MNE_LAMINAR_3D`` forces a path. Prints one line saying which
-    path is taken and yields the :class:`~mne_laminar_plugin._headless.RenderPath`;
+    path is taken and yields the :class:`~mne_laminar_plugin.report._render.RenderPath`;
     the environment carries it to MBP's worker processes.
     """
     from contextlib import ExitStack
 
-    from ._headless import RenderPath, probe, probe_offscreen, requested_path, use_path
+    from .report._render import RenderPath, probe, probe_offscreen, requested_path, use_path
 
     forced = requested_path()
     mode = "qt" if need_mne_3d else "vtk"

@@ -18,11 +18,12 @@ from mne_bids import BIDSPath, get_head_mri_trans, read_raw_bids
 
 from conftest import path_without_xvfb
 
-from mne_laminar_plugin import _headless, _report_figures, viz
+from mne_laminar_plugin.pipeline import _mbp_3d
+from mne_laminar_plugin.report import _figures_3d, _render, viz
 from mne_laminar_plugin.cli import _needs_mne_3d, render_3d
 from mne_laminar_plugin.demo import TASK
 
-_ENV = (_headless.RENDER_ENV, _headless._REASON_ENV, _headless._DETAIL_ENV,
+_ENV = (_render.RENDER_ENV, _render._REASON_ENV, _render._DETAIL_ENV,
         "VTK_DEFAULT_OPENGL_WINDOW")  # fmt: skip
 
 
@@ -56,13 +57,13 @@ def coreg_inputs(demo):
 
 def test_forced_2d_draws_labelled_matplotlib_coregistration(clean_env, coreg_inputs, tmp_path):
     info, trans, subjects_dir = coreg_inputs
-    clean_env.setenv(_headless.RENDER_ENV, "2d")
-    path = _headless.decide_in_process()
+    clean_env.setenv(_render.RENDER_ENV, "2d")
+    path = _render.decide_in_process()
     assert path.kind == "2d" and not path.is_3d
     assert "MNE_LAMINAR_3D=2d" in path.reason
     orig = mne.Report.add_trans
     report = mne.Report(title="sub-01")
-    with _report_figures.report_3d_figures(path):
+    with _figures_3d.report_3d_figures(path):
         # MNE's public API, as MBP's forward step calls it
         report.add_trans(trans=trans, info=info, title="Sensor alignment", subject="sub-01",
                          subjects_dir=subjects_dir, alpha=1, replace=True)  # fmt: skip
@@ -80,7 +81,7 @@ def test_forced_2d_draws_labelled_matplotlib_coregistration(clean_env, coreg_inp
 def test_coreg_scene_geometry(coreg_inputs):
     """Sensors outside the head, cortex inside, fiducials where MNE puts them."""
     info, trans, subjects_dir = coreg_inputs
-    meshes, points = _report_figures.coreg_scene(info, trans, "sub-01", subjects_dir)
+    meshes, points = _figures_3d.coreg_scene(info, trans, "sub-01", subjects_dir)
     head, lh, rh, helmet = meshes
     by_label = {p.label: p for p in points}
     sensors = by_label["MEG sensors"].rr
@@ -102,8 +103,8 @@ def test_coreg_scene_geometry(coreg_inputs):
 
 
 def test_forced_2d_source_estimate_in_report(clean_env, demo, tmp_path):
-    clean_env.setenv(_headless.RENDER_ENV, "2d")
-    path = _headless.decide_in_process()
+    clean_env.setenv(_render.RENDER_ENV, "2d")
+    path = _render.decide_in_process()
     src = mne.setup_source_space("sub-01", "oct3", subjects_dir=demo.subjects_dir,
                                  add_dist=False, verbose="error")  # fmt: skip
     vertices = [s["vertno"] for s in src]
@@ -112,14 +113,14 @@ def test_forced_2d_source_estimate_in_report(clean_env, demo, tmp_path):
     data[3, 10] = 5.0  # one active source at t = 10 ms
     stc = mne.SourceEstimate(data, vertices, tmin=0.0, tstep=1e-3, subject="sub-01")
     report = mne.Report(title="sub-01")
-    with _report_figures.report_3d_figures(path):
+    with _figures_3d.report_3d_figures(path):
         report.add_stc(stc=stc, title="Source", subject="sub-01",
                        subjects_dir=demo.subjects_dir, n_time_points=3, replace=True)  # fmt: skip
     fname = tmp_path / "report.html"
     report.save(fname, open_browser=False, verbose="error")
     html = fname.read_text(encoding="utf-8")
     assert html.count("2D matplotlib projections because this machine cannot render 3D") == 3
-    scenes, _ = _report_figures.stc_scenes(stc, "sub-01", demo.subjects_dir, 3)
+    scenes, _ = _figures_3d.stc_scenes(stc, "sub-01", demo.subjects_dir, 3)
     np.testing.assert_allclose([t for t, _ in scenes], [0.0, 0.010, 0.019])
     # the active source is coloured at 10 ms only, and on its own vertex
     for k, (_, meshes) in enumerate(scenes):
@@ -134,18 +135,18 @@ def test_auto_decision_with_a_real_probe(clean_env, capsys):
     """No display: the real probe decides offscreen VTK or 2D; one log line."""
     clean_env.setenv("PATH", path_without_xvfb())
     with render_3d(allow_xvfb=True, need_mne_3d=True) as path:
-        assert os.environ[_headless.RENDER_ENV] == path.kind
-        assert _headless.current_path() == path
+        assert os.environ[_render.RENDER_ENV] == path.kind
+        assert _render.current_path() == path
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "3D figures:" in ln]
     assert len(lines) == 1 and lines[0].startswith("mne-laminar: 3D figures: ")
-    assert _headless.RENDER_ENV not in os.environ  # restored
+    assert _render.RENDER_ENV not in os.environ  # restored
     assert path.kind in ("offscreen", "2d")
     assert "no Xvfb on PATH" in path.reason
     if path.kind == "offscreen":  # what the probe promised works in-process
         assert path.detail.split(",")[0] in ("EGL", "OSMesa")
-        with _headless.use_path(path):
-            mesh = _report_figures.Mesh(*_icosahedron())
-            img = _report_figures.render_vtk([mesh], [], ("left",), size=(64, 64))
+        with _render.use_path(path):
+            mesh = _figures_3d.Mesh(*_icosahedron())
+            img = _figures_3d.render_vtk([mesh], [], ("left",), size=(64, 64))
         assert img.shape == (64, 64, 3) and img.std() > 0
     else:
         assert "EGL" in path.reason and "OSMesa" in path.reason
@@ -186,16 +187,16 @@ def test_no_xvfb_flag_skips_xvfb(clean_env, capsys):
 
 
 def test_invalid_render_env(clean_env):
-    clean_env.setenv(_headless.RENDER_ENV, "opengl")
+    clean_env.setenv(_render.RENDER_ENV, "opengl")
     with pytest.raises(ValueError, match="MNE_LAMINAR_3D='opengl' is not valid"):
-        _headless.requested_path()
+        _render.requested_path()
 
 
 def test_surface_map_follows_the_2d_decision(clean_env):
     rr, tris = _icosahedron()
     values = rr[:, 2].copy()
-    clean_env.setenv(_headless.RENDER_ENV, "2d")
-    path = _headless.decide_in_process()
+    clean_env.setenv(_render.RENDER_ENV, "2d")
+    path = _render.decide_in_process()
     images = viz.plot_surface_map(rr / 1e3, tris, values, title="z", views=("lateral",),
                                   size=(160, 120))  # fmt: skip
     note = f"2D fallback, {viz.MPL_NOTE}: {path.reason}"
@@ -212,20 +213,20 @@ def test_mbp_3d_steps_are_routed_and_picklable():
 
     from mne_bids_pipeline import __version__
 
-    modules = [importlib.import_module(m) for m, _ in _headless.MBP_3D_STEPS]
-    before = [getattr(mod, f) for mod, (_, f) in zip(modules, _headless.MBP_3D_STEPS)]
+    modules = [importlib.import_module(m) for m, _ in _mbp_3d.MBP_3D_STEPS]
+    before = [getattr(mod, f) for mod, (_, f) in zip(modules, _mbp_3d.MBP_3D_STEPS)]
     try:
-        patched = _headless.patch_mbp_3d_steps(__version__)
-        assert _headless.patch_mbp_3d_steps(__version__) == patched  # idempotent
-        assert len(patched) == len(_headless.MBP_3D_STEPS)
-        for module, (module_name, func_name) in zip(modules, _headless.MBP_3D_STEPS):
+        patched = _mbp_3d.patch_mbp_3d_steps(__version__)
+        assert _mbp_3d.patch_mbp_3d_steps(__version__) == patched  # idempotent
+        assert len(patched) == len(_mbp_3d.MBP_3D_STEPS)
+        for module, (module_name, func_name) in zip(modules, _mbp_3d.MBP_3D_STEPS):
             func = getattr(module, func_name)
-            assert func is getattr(_headless, func_name)
+            assert func is getattr(_mbp_3d, func_name)
             # MBP's own (failsafe-wrapped) function is kept for the call
             assert getattr(func, "__mne_laminar_orig__").__module__ == module_name
             # workers receive it by reference (loky and dask pickle it)
             assert pickle.loads(pickle.dumps(func)) is func
-        assert _headless.patch_mbp_3d_steps("1.11.0") == []
+        assert _mbp_3d.patch_mbp_3d_steps("1.11.0") == []
     finally:
-        for module, (_, func_name), func in zip(modules, _headless.MBP_3D_STEPS, before):
+        for module, (_, func_name), func in zip(modules, _mbp_3d.MBP_3D_STEPS, before):
             setattr(module, func_name, getattr(func, "__mne_laminar_orig__", func))

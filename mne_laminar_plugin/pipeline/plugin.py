@@ -39,11 +39,11 @@ def mbp_patch(mbp_version: str) -> None:
 
     Also routes MBP's 3D report figures (coregistration, source estimates)
     through the run's rendering path, so that they work without a display
-    (:func:`mne_laminar_plugin._headless.patch_mbp_3d_steps`).
+    (:func:`mne_laminar_plugin.pipeline._mbp_3d.patch_mbp_3d_steps`).
     """
     from mne_bids_pipeline.steps.source import _99_group_average as step
 
-    from ._headless import patch_mbp_3d_steps
+    from ._mbp_3d import patch_mbp_3d_steps
 
     patch_mbp_3d_steps(mbp_version)
 

@@ -6,7 +6,7 @@ Shared helpers (used by every laminar step):
   with pyvista offscreen (EGL when no display), checked for a blank image,
   falling back to matplotlib ``plot_trisurf`` (Agg, labelled as such), and
   drawn with matplotlib directly when the run's rendering path is ``2d``
-  (see :mod:`._headless`). Returns RGB images.
+  (see :mod:`._render`). Returns RGB images.
 - :func:`image_grid`: tile RGB images into one (for one report figure).
 - :func:`html_table`: a small escaped HTML table for ``Report.add_html``.
 
@@ -46,7 +46,7 @@ def _ensure_offscreen_env() -> None:
     """Without a display, prefer EGL for VTK offscreen rendering.
 
     Unless the user, or the run's rendering path (EGL or OSMesa, see
-    :mod:`._headless`), chose already; with a display VTK's default is used.
+    :mod:`._render`), chose already; with a display VTK's default is used.
     """
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
@@ -212,7 +212,7 @@ def plot_surface_map(
         :func:`image_grid` within ``mne.Report``'s 850-pixel image width (so
         the report stores it as is instead of resampling it).
     backend : ``"auto"`` | ``"pyvista"`` | ``"matplotlib"``
-        ``auto`` follows the run's rendering path (:mod:`._headless`, probed
+        ``auto`` follows the run's rendering path (:mod:`._render`, probed
         once in a subprocess): matplotlib when it is ``2d``, else pyvista
         offscreen, falling back to matplotlib when that fails or returns a
         blank image (``std == 0``). Matplotlib images are labelled as such.
@@ -238,7 +238,7 @@ def plot_surface_map(
     rr_mm = rr * 1e3
     note = MPL_NOTE
     if backend == "auto":
-        from ._headless import decide_in_process
+        from ._render import decide_in_process
 
         path = decide_in_process()
         if not path.is_3d:  # decided once per run: do not try GL in this process

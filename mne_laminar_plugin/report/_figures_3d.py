@@ -2,7 +2,7 @@
 
 MNE's ``Report.add_trans`` (coregistration) and ``Report.add_stc`` (source
 estimate) draw with MNE's Qt 3D backend, which needs an X display. When the
-run's rendering path (:mod:`._headless`) is ``offscreen`` or ``2d``,
+run's rendering path (:mod:`._render`) is ``offscreen`` or ``2d``,
 :func:`report_3d_figures` replaces those two methods, for the duration of an
 MBP step, by :func:`add_trans` and :func:`add_stc` here, which draw the same
 content (head, MEG helmet and sensors, digitised points, cortex; source
@@ -399,7 +399,7 @@ def add_trans(report, trans, *, info, title, subject=None, subjects_dir=None,
     """``mne.Report.add_trans`` drawn without MNE's Qt backend (same signature)."""
     import mne
 
-    from ._headless import decide_in_process
+    from ._render import decide_in_process
 
     path = decide_in_process() if path is None else path
     subjects_dir = mne.utils.get_subjects_dir(subjects_dir, raise_error=True)
@@ -428,7 +428,7 @@ def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_point
     """``mne.Report.add_stc`` drawn without MNE's Qt backend (same signature)."""
     import mne
 
-    from ._headless import decide_in_process
+    from ._render import decide_in_process
 
     path = decide_in_process() if path is None else path
     if isinstance(stc, str | Path):
