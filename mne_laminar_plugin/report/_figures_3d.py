@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -431,7 +432,7 @@ def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_point
     from ._render import decide_in_process
 
     path = decide_in_process() if path is None else path
-    if isinstance(stc, str | Path):
+    if isinstance(stc, str | os.PathLike):  # a file name or a BIDSPath (MBP)
         stc = mne.read_source_estimate(stc)
     if isinstance(stc, mne.VectorSourceEstimate):
         stc = stc.magnitude()
