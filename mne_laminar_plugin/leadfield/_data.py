@@ -225,7 +225,9 @@ class LeadfieldData:
         """Write CaliBrain's npz layout (plus this package's keys), no pickles.
 
         Per-channel metadata are stored as scalars when every channel agrees
-        (as CaliBrain expects), else per channel.
+        (as CaliBrain expects), else per channel: CaliBrain's loader reads one
+        scalar unit per file, so for CaliBrain write a mixed-type leadfield
+        with :meth:`to_calibrain` (one file per channel type).
         """
         from ..bids import atomic_path
 
@@ -261,6 +263,14 @@ class LeadfieldData:
             with open(tmp, "wb") as fid:
                 np.savez(fid, **arrays)
         return fname
+
+    def to_calibrain(self, folder, subject, *, grad_unit="fT/m", free_k=None,
+                     overwrite=False) -> dict:  # fmt: skip
+        """Write CaliBrain files, one per channel type (see :func:`export_calibrain`)."""
+        from ._npz import export_calibrain
+
+        return export_calibrain(self, folder, subject, grad_unit=grad_unit,
+                                free_k=free_k, overwrite=overwrite)  # fmt: skip
 
     def to_forward(self, *, verbose=None):
         """An :class:`mne.Forward` in MNE's SI units (a copy of the matrix).
