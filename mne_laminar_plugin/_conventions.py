@@ -38,6 +38,8 @@ LEADFIELD_MODES = ("simulate", "load", "random")
 ORIENTATION_TYPES = ("fixed", "free")
 FORWARD_ENGINES = ("fast", "mne")
 SCALP_SOURCES = ("outer_skin", "head")
+#: MEG arrays of the demo (``mne-laminar demo --system``).
+MEG_SYSTEMS = ("vectorview", "ctf275", "opm")
 
 # ------------------------------------------------------------------- units
 #: FIFF unit -> (factor from MNE's SI per A·m, exponent per nA·m, label, type).

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: MEG systems of the demo (``mne-laminar demo --system``).
-MEG_SYSTEMS = ("vectorview", "ctf275", "opm")
+from ._conventions import MEG_SYSTEMS  # noqa: F401  (re-exported for the demo)
 #: CTF's ctfkind code of grade-3 compensation ("G3BR").
 CTF_G3BR = int("47334252", 16)
 
@@ -50,15 +49,17 @@ def fit_sphere(rr: np.ndarray) -> tuple[np.ndarray, float]:
     return center, float(np.sqrt(sol[3] + center @ center))
 
 
-def place_on_helmet(helmet: dict, center: np.ndarray, lay_xy: np.ndarray):
+def place_on_helmet(helmet: dict, center: np.ndarray, lay_xy: np.ndarray, *,
+                    extent=98, n_sub=8):  # fmt: skip
     """Positions and outward normals on a helmet for 2D layout positions.
 
     Each layout point is placed where it falls on an azimuthal projection of
-    the (densified) helmet surface, so names and topography agree with MNE's
-    layouts.
+    the (densified: ``n_sub`` steps per triangle edge) helmet surface, the
+    layout scaled to the ``extent`` percentile of the projection, so names
+    and topography agree with MNE's layouts.
     """
     rr, nn, tris = helmet["rr"], helmet["nn"], helmet["tris"]
-    n = 8
+    n = n_sub
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     keep = i + j <= n
     a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
@@ -73,7 +74,7 @@ def place_on_helmet(helmet: dict, center: np.ndarray, lay_xy: np.ndarray):
     # layout -> same frame: centre, then scale to the helmet's extent
     lay_c = lay_xy - (lay_xy.max(0) + lay_xy.min(0)) / 2.0
     top = theta < np.percentile(theta, 85)
-    scale = np.percentile(np.abs(proj[top]), 98, axis=0) / np.abs(lay_c).max(0)
+    scale = np.percentile(np.abs(proj[top]), extent, axis=0) / np.abs(lay_c).max(0)
     target = lay_c * scale
     idx = np.argmin(((proj[:, None, :] - target[None]) ** 2).sum(-1), axis=0)
     pos = pts[idx]
@@ -215,7 +216,8 @@ def make_ctf275_info(head_rr_head=None, *, sfreq=250.0, min_gap=0.02):
     center_d, _ = fit_sphere(helmet["rr"])
     lay = mne.channels.read_layout("CTF-275")
     lay_xy = lay.pos[:, :2] + lay.pos[:, 2:] / 2.0
-    pos, ez = place_on_helmet(helmet, center_d, lay_xy)
+    # denser and inside the rim, so that no two of the 275 sensors coincide
+    pos, ez = place_on_helmet(helmet, center_d, lay_xy, extent=90, n_sub=24)
     ex, ey = tangent_frame(ez)
     names = [n.split("-")[0] for n in lay.names]
     locs = [np.r_[p, x, y, z] for p, x, y, z in zip(pos, ex, ey, ez)]

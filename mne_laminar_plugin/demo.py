@@ -374,7 +374,7 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     n_times_trial = int(SFREQ * 1.2)
     onsets = (np.arange(N_TRIALS) * n_times_trial + int(SFREQ) + rng.integers(0, 25, N_TRIALS))
     n_times = onsets[-1] + n_times_trial + int(SFREQ)
-    meg_picks = mne.pick_types(info, meg=True)
+    meg_picks = mne.pick_types(info, meg=True, ref_meg=False)  # the forward's rows
     data = np.zeros((len(info["ch_names"]), n_times))
     times = np.arange(int(0.6 * SFREQ)) / SFREQ
     wave = _waveform(times, amplitude)
@@ -399,6 +399,7 @@ def make_demo_dataset(
     n_subjects: int = 1,
     seed: int = 42,
     overwrite: bool = False,
+    system: str = "vectorview",
     verbose: str | None = "error",
 ) -> DemoDataset:
     """Write the offline demo dataset and its MBP config.
@@ -414,6 +415,9 @@ def make_demo_dataset(
         Random seed; the dataset is deterministic given it.
     overwrite : bool
         Rebuild even if ``root`` already holds a complete demo.
+    system : "vectorview" | "ctf275" | "opm"
+        The MEG array (:func:`make_meg_info`): 306 Vectorview-like channels,
+        CTF-275 with references and grade-3 compensation, or on-scalp OPMs.
     verbose : str | None
         MNE log level while writing.
 
@@ -440,7 +444,12 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
+    from mne.utils import _check_option
+
+    _check_option("system", system, MEG_SYSTEMS)
     stamp = dict(n_subjects=n_subjects, seed=seed, version=2)
+    if system != "vectorview":  # (Vectorview stamps stay as they were)
+        stamp["system"] = system
     if not overwrite and truth_path.is_file() and config_path.is_file():
         have = json.loads(truth_path.read_text())
         if have.get("stamp") == stamp:
@@ -482,7 +491,7 @@ def make_demo_dataset(
             )
             trans = mne.transforms.Transform("head", "mri", np.linalg.inv(mri_head))
             head_rr = mne.transforms.apply_trans(mri_head, geom["head"][0] / 1000.0)
-            info = make_meg_info(head_rr)
+            info = make_meg_info(head_rr, system=system)
             hsp = head_rr[_farthest_points(head_rr, 120)]
             hsp = hsp[hsp[:, 2] > -0.01]
             montage = mne.channels.make_dig_montage(
@@ -534,6 +543,7 @@ def make_demo_dataset(
                 patch_vertices=[int(v) for v in patch],
                 depth_fraction_from_white=depth,
                 orientation="link_vector (pial->white)",
+                meg_system=system,
                 amplitude_nAm=amplitude * 1e9,
                 peak_latency_s=0.1,
                 anatomy_scale=scale,

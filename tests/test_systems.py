@@ -89,3 +89,30 @@ def test_engine_matches_mne_on_system(infos, system, orient):
         mne._fiff.compensator.set_current_comp(info0, 0)
         raw_gain = engine.compute_gain(info0, _trans(), bem, rr, nnx, eeg=False)
         assert _col_err(raw_gain, ref, info, eeg=False) > 1e-3
+
+
+@pytest.mark.parametrize("system", ["ctf275", "opm"])
+def test_leadfield_and_predictor_say_which_sensors(infos, system):
+    """A laminar leadfield on each array: mag rows (axial gradiometers / OPM), described."""
+    from test_forward import SphereCortex
+
+    from mne_laminar_plugin import LeadfieldBuilder
+    from mne_laminar_plugin.predictors import leadfield_rms_diff
+
+    info = infos[system]
+    bem = _bem(1)
+    center = _brain(bem)["rr"].mean(0)
+    cortex = SphereCortex(n_layers=3, grade=1, r_pial=0.05, r_white=0.045, center=center)
+    data = LeadfieldBuilder(surfaces=cortex, bem=bem, trans=_trans(), info=info,
+                            mindist=0.0, eeg=False).get_leadfield(
+        "x", "fixed", "simulate", return_metadata=True)  # fmt: skip
+    n_meg = len(mne.pick_types(info, meg=True, ref_meg=False))
+    assert data.n_sensors == n_meg and set(data.ch_types) == {"mag"}
+    assert data.units == ["fT/nAm"] * n_meg
+    want = ("275 CTF axial gradiometer (coil 5001), synthetic gradiometer compensation "
+            "grade 3" if system == "ctf275" else "80 Kernel OPM sensor Gen1 (coil 8201)")
+    assert data.provenance["sensors"] == want
+    values, meta = leadfield_rms_diff(data)
+    assert meta["ch_type"] == "mag" and meta["n_channels"] == n_meg
+    assert meta["sensors"] == want and want in meta["description"]
+    assert np.isfinite(values).all()

@@ -10,7 +10,7 @@ depth ratio, outlier columns and their plots.
 
 from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS
 from ._builder import LeadfieldBuilder, from_laminar_forward
-from ._data import LeadfieldData
+from ._data import LeadfieldData, describe_sensors
 from ._formats import (
     FIF_TAG_LIMIT,
     H5_FORMAT,
@@ -40,6 +40,7 @@ __all__ = [
     "GRAD_UNITS",
     "local_svd_basis",
     "depth_ratio",
+    "describe_sensors",
     "FIF_TAG_LIMIT",
     "fits_in_fif",
     "flag_outlier_columns",

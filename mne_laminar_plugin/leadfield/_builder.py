@@ -18,7 +18,14 @@ from .._conventions import (
     LEADFIELD_MODES,
     ORIENTATION_TYPES,
 )
-from ._data import LeadfieldData, _ch_meta_from_info, _collapse, _provenance, _validate
+from ._data import (
+    LeadfieldData,
+    _ch_meta_from_info,
+    _collapse,
+    _provenance,
+    _validate,
+    describe_sensors,
+)
 from ._formats import _missing_message, read_leadfield
 from ._units import convert_grad_unit, si_to_target_units
 
@@ -415,6 +422,7 @@ def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
         provenance=_provenance(
             "simulate", subject=subject, fs_subject=subject, engine=fwd.engine,
             mindist_mm=fwd.mindist, conductor=fwd.conductor,
+            sensors=describe_sensors(fwd.info),
             dropped_counts=fwd.dropped["counts"], timings_s=fwd.timings,
             orientation_basis=(
                 "x/y/z of the head frame" if free

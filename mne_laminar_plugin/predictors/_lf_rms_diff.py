@@ -395,6 +395,12 @@ def leadfield_rms_diff(
         )
         val[dropped] = np.nan
         out[start:stop] = val
+    sensors = None
+    if lf.info is not None:
+        from ..leadfield._data import describe_sensors
+
+        sensors = describe_sensors(lf.info, [lf.ch_names[i] for i in rows])
+        desc += f"; sensors: {sensors}"
     if len(G.shape) == 3:
         desc += f"; free orientation: norm over {G.shape[2]} components"
     n_nan = int(np.isnan(out).sum())
@@ -406,6 +412,7 @@ def leadfield_rms_diff(
         method=method,
         ch_type=used_type,
         n_channels=int(len(rows)) if whitener is None else int(scale.shape[0]),
+        sensors=sensors,
         description=desc,
     )
     return out, meta
