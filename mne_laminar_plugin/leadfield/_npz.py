@@ -54,6 +54,9 @@ _LOST = {
 }
 
 
+_PICKLED = "holds a pickled Python object (object array), which is never unpickled for safety"
+
+
 class _NotLoaded(Exception):
     """A member that is not a plain NumPy array (skipped or refused)."""
 
@@ -119,6 +122,16 @@ class SafeNpz:
             header_len = fid.tell()
         return shape, fortran, dtype, header_len
 
+    def check_unused(self, key):
+        """Warn (naming what is lost) if an unused key needs unpickling; reads its header only."""
+        try:
+            dtype = self._header(key)[2]
+            why = _PICKLED
+        except _NotLoaded as exc:
+            dtype, why = None, str(exc)
+        if dtype is None or dtype.hasobject:
+            warn(f"{self.fname}: key {key!r} {why}; it is skipped: {_LOST.get(key, 'not used')}.")
+
     def get(self, key, *, required=False):
         """Member ``key`` as an array; None if absent or skipped (with a warning)."""
         if key not in self.members:
@@ -126,10 +139,7 @@ class SafeNpz:
         try:
             shape, _, dtype, header_len = self._header(key)
             if dtype.hasobject:
-                raise _NotLoaded(
-                    "holds a pickled Python object (object array), which is "
-                    "never unpickled for safety"
-                )
+                raise _NotLoaded(_PICKLED)
         except _NotLoaded as exc:
             if required:
                 raise ValueError(
@@ -182,7 +192,7 @@ def read_npz(fname, orientation_type=None):
             if val is not None:
                 get[key] = val
         if "info" in npz:
-            npz.get("info")  # CaliBrain's pickled mne.Info: warns what is lost
+            npz.check_unused("info")  # CaliBrain's pickled mne.Info: warns what is lost
     lf = get["leadfield"]
     if lf.dtype.kind not in "fiu":
         raise ValueError(f"{fname}: 'leadfield' must be numeric, got dtype {lf.dtype}")
