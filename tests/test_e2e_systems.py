@@ -27,7 +27,7 @@ def ctf_run(tmp_path_factory):
     from conftest import run_cli
 
     root = tmp_path_factory.mktemp("ctfdemo")
-    res = run_cli("demo", str(root), "--system", "ctf275", "--seed", "5", "--no-xvfb",
+    res = run_cli("demo", str(root), "--system", "ctf275", "--seed", "5",
                   env={"_MNE_BIDS_STUDY_TESTING": "true"})  # fmt: skip
     assert res.returncode == 0, (res.stdout[-5000:], res.stderr[-5000:])
     return root, res
@@ -57,5 +57,10 @@ def test_ctf275_demo_through_mbp_and_laminar(ctf_run):
     tsv = next((lam / "sub-01" / "anat").glob("*_predictors.tsv"))
     side = json.loads(tsv.with_suffix(".json").read_text())
     assert CTF in json.dumps(side)
-    table = np.genfromtxt(tsv, delimiter="\t", names=True, dtype=None, encoding="utf-8")
-    assert np.isfinite(table["lf_rms_diff"]).mean() > 0.9
+    import csv
+
+    with open(tsv, encoding="utf-8") as fid:
+        rows = list(csv.DictReader(fid, delimiter="\t"))
+    values = np.array([float(r["lf_rms_diff"]) if r["lf_rms_diff"] != "n/a" else np.nan
+                       for r in rows])  # fmt: skip
+    assert len(values) > 1000 and np.isfinite(values).mean() > 0.9
