@@ -116,3 +116,15 @@ def test_leadfield_and_predictor_say_which_sensors(infos, system):
     assert meta["ch_type"] == "mag" and meta["n_channels"] == n_meg
     assert meta["sensors"] == want and want in meta["description"]
     assert np.isfinite(values).all()
+
+
+def test_cli_demo_system_option():
+    from mne_laminar_plugin.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["demo", "d"]).system == "vectorview"
+    assert parser.parse_args(["demo", "d", "--system", "ctf275"]).system == "ctf275"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "d", "--system", "kit"])
+    with pytest.raises(ValueError, match="system"):
+        demo.make_meg_info(system="kit")
