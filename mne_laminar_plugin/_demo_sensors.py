@@ -15,7 +15,8 @@ downloaded:
   uniform field gradients (8 patterns), least squares over the references;
 - ``opm``: on-scalp optically pumped magnetometers in the directions of MNE's
   bundled Kernel Flux module positions, each ``min_gap`` outside the scalp,
-  two channels per position: radial (``_Z``) and tangential (``_Y``) axes
+  two channels per position: radial (``OPM-<module>-Z``) and tangential
+  (``-Y``) axes
   (coil ``KERNEL_OPM_MAG_GEN1``); device frame = head frame.
 
 Helmet systems: the head is put in the array by a translation (device ->
@@ -258,8 +259,8 @@ def make_opm_info(head_rr_head=None, *, sfreq=250.0, min_gap=0.006):
     Returns
     -------
     info : mne.Info
-        Two magnetometer channels per module position (``<module>_Z`` radial,
-        ``<module>_Y`` tangential), coil ``KERNEL_OPM_MAG_GEN1``.
+        Two magnetometer channels per module position (``OPM-<module>-Z``
+        radial, ``OPM-<module>-Y`` tangential), coil ``KERNEL_OPM_MAG_GEN1``.
     """
     from mne.io.constants import FIFF
 
@@ -282,7 +283,8 @@ def make_opm_info(head_rr_head=None, *, sfreq=250.0, min_gap=0.006):
     ex, ey = tangent_frame(ez)
     names, locs = [], []
     for m, p, x, y, z in zip(modules, pos, ex, ey, ez):
-        names += [f"{m}_Z", f"{m}_Y"]
+        # not "<module>..." names: MNE would warp its Kernel helmet onto them
+        names += [f"OPM-{m}-Z", f"OPM-{m}-Y"]
         locs += [np.r_[p, x, y, z], np.r_[p, z, x, y]]  # coil normal = 3rd axis: ez, then ey
     return make_info_from_sensors(
         names, ["mag"] * len(names), locs,

@@ -60,7 +60,7 @@ def test_opm_info_radial_and_tangential(infos):
     radial = (pos - center) / np.linalg.norm(pos - center, axis=1, keepdims=True)
     cos = np.abs(np.sum(normal * radial, axis=1))
     names = [c["ch_name"] for c in chs]
-    z = np.array([n.endswith("_Z") for n in names])
+    z = np.array([n.endswith("-Z") for n in names])
     assert z.sum() == 40 and cos[z].min() > 0.8 and cos[~z].max() < 0.6
     # on the scalp: every sensor outside the head, the closest ~6 mm away
     head = default_head()
