@@ -12,6 +12,9 @@ laminar_depth_method = "equidistant"  # or "equivolume" (Bok)
 laminar_column_spacing = "oct6"
 laminar_orientation = "link_vector"  # "surface_normal", "pial_normal"
 laminar_cortex_mask = "auto"  # ?h.cortex.label, else aparc "unknown", else thickness 0
+# A laMEG layer set (lameg.surf.LayerSurfaceSet.create) instead of building layers:
+# laminar_column_spacing = "lameg"
+# laminar_lameg_layers = "{subjects_dir}/{subject}/surf/laminar"
 
 # Laminar leadfield: the MNE forward on every layer (MBP's BEM, trans, info)
 laminar_leadfield_mode = "simulate"  # "load" (from laminar_leadfield_dir), "random"

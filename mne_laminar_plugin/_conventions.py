@@ -38,6 +38,8 @@ LEADFIELD_MODES = ("simulate", "load", "random")
 ORIENTATION_TYPES = ("fixed", "free")
 FORWARD_ENGINES = ("fast", "mne")
 SCALP_SOURCES = ("outer_skin", "head")
+#: MEG arrays of the demo (``mne-laminar demo --system``).
+MEG_SYSTEMS = ("vectorview", "ctf275", "opm")
 
 # ------------------------------------------------------------------- units
 #: FIFF unit -> (factor from MNE's SI per A·m, exponent per nA·m, label, type).
@@ -47,5 +49,16 @@ UNITS = {
     int(FIFF.FIFF_UNIT_T_M): (1e4, -13, "fT/cm/nAm", "grad"),
     int(FIFF.FIFF_UNIT_V): (1e-3, -6, "uV/nAm", "eeg"),
 }
+#: Planar-gradiometer conventions: this package's fT/cm/nAm (MNE's plots,
+#: Neuromag) or CaliBrain's fT/m/nAm (it scales T/m like T, by 1e6).
+#: Name -> (factor from SI per A·m, exponent per nA·m, label).
+GRAD_UNITS = {
+    "fT/cm": UNITS[int(FIFF.FIFF_UNIT_T_M)][:3],
+    "fT/m": (1e6, -15, "fT/m/nAm"),
+}
 UNIT_LABELS = {label: unit for unit, (_, _, label, _) in UNITS.items()}
+UNIT_LABELS[GRAD_UNITS["fT/m"][2]] = int(FIFF.FIFF_UNIT_T_M)
+#: Unit label -> factor from MNE's SI units (every label the library writes).
+LABEL_SI_FACTORS = {label: si for si, _, label in
+                    [u[:3] for u in UNITS.values()] + list(GRAD_UNITS.values())}  # fmt: skip
 ARBITRARY = "arbitrary"

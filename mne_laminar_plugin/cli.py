@@ -291,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.time()
     demo = make_demo_dataset(
         root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
-        progress=True,
+        system=args.system, progress=True,
     )
     print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
     print(f"MBP config: {demo.config_path}")
@@ -344,6 +344,8 @@ def cmd_sys_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    from ._conventions import MEG_SYSTEMS
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -380,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the demo (default: ./mne-laminar-demo)")
     p_demo.add_argument("--subjects", type=int, default=1, help="number of subjects")
     p_demo.add_argument("--seed", type=int, default=42, help="random seed")
+    p_demo.add_argument("--system", default="vectorview",
+                        choices=MEG_SYSTEMS,
+                        help="MEG array: Vectorview-like 306 channels, CTF-275 (axial "
+                        "gradiometers, references, grade-3 compensation) or on-scalp OPM")
     p_demo.add_argument("--no-run", action="store_true", help="only write the data")
     p_demo.add_argument("--n_jobs", type=int, default=None, help="MBP n_jobs")
     p_demo.add_argument("--overwrite", action="store_true",

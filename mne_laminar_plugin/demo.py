@@ -29,6 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ._demo_sensors import (
+    MEG_SYSTEMS,
+    _mne_data,
+    fit_sphere,
+    head_in_array,
+    make_ctf275_info,
+    make_info_from_sensors,
+    make_opm_info,
+    place_on_helmet,
+    tangent_frame,
+)
+
 DATA_ENV = "MNE_LAMINAR_DATA"
 TASK = "demo"
 CONDITION = "stim"
@@ -87,12 +99,6 @@ def _nilearn_fsaverage5() -> Path:
             "install nilearn>=0.10 (it ships them)."
         )
     return path
-
-
-def _mne_data() -> Path:
-    import mne
-
-    return Path(mne.__file__).parent / "data"
 
 
 def config_template() -> str:
@@ -269,14 +275,6 @@ def _farthest_points(rr: np.ndarray, n: int) -> np.ndarray:
     return np.array(idx)
 
 
-def _fit_sphere(rr: np.ndarray) -> tuple[np.ndarray, float]:
-    # linear least squares: |x|^2 = 2 c.x + (r^2 - |c|^2)
-    A = np.c_[2 * rr, np.ones(len(rr))]
-    sol = np.linalg.lstsq(A, (rr**2).sum(1), rcond=None)[0]
-    center = sol[:3]
-    return center, float(np.sqrt(sol[3] + center @ center))
-
-
 def _vectorview_positions(helmet: dict, center: np.ndarray):
     """Vectorview channel names and sensor positions on the helmet surface.
 
@@ -295,29 +293,7 @@ def _vectorview_positions(helmet: dict, center: np.ndarray):
     bases = sorted(groups)
     names = [(f"{b}1", f"{b}2", f"{b}3") for b in bases]
     lay_xy = np.array([groups[b]["1"] for b in bases])
-    # densify the helmet (barycentric samples, interpolated normals)
-    rr, nn, tris = helmet["rr"], helmet["nn"], helmet["tris"]
-    n = 8
-    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    keep = i + j <= n
-    a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
-    pts = (rr[tris[:, 0]] + a * (rr[tris[:, 1]] - rr[tris[:, 0]])
-           + b * (rr[tris[:, 2]] - rr[tris[:, 0]])).reshape(-1, 3)
-    nrm = ((1 - a - b) * nn[tris[:, 0]] + a * nn[tris[:, 1]] + b * nn[tris[:, 2]]).reshape(-1, 3)
-    d = pts - center
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    theta = np.arccos(np.clip(d[:, 2], -1, 1))
-    phi = np.arctan2(d[:, 1], d[:, 0])
-    proj = theta[:, None] * np.c_[np.cos(phi), np.sin(phi)]
-    # layout -> same frame: centre, then scale to the helmet's extent
-    lay_c = lay_xy - (lay_xy.max(0) + lay_xy.min(0)) / 2.0
-    top = theta < np.percentile(theta, 85)
-    scale = np.percentile(np.abs(proj[top]), 98, axis=0) / np.abs(lay_c).max(0)
-    target = lay_c * scale
-    idx = np.argmin(((proj[:, None, :] - target[None]) ** 2).sum(-1), axis=0)
-    pos = pts[idx]
-    ez = nrm[idx] * np.sign(np.sum(nrm[idx] * (pos - center), axis=1))[:, None]
-    ez /= np.linalg.norm(ez, axis=1, keepdims=True)
+    pos, ez = place_on_helmet(helmet, center, lay_xy)
     return names, pos, ez
 
 
@@ -325,9 +301,10 @@ def make_meg_info(
     head_rr_head: np.ndarray | None = None,
     *,
     sfreq: float = SFREQ,
-    min_gap: float = 0.018,
+    min_gap: float | None = None,
+    system: str = "vectorview",
 ):
-    """A 306-channel Vectorview-like MEG ``Info``: sensors on MNE's 306m helmet.
+    """The demo's MEG ``Info``: Vectorview-like, CTF-275 or on-scalp OPM.
 
     Parameters
     ----------
@@ -337,54 +314,38 @@ def make_meg_info(
         ``min_gap`` from the scalp. None: MNE's fsaverage head.
     sfreq : float
         Sampling frequency.
-    min_gap : float
-        Smallest sensor-to-scalp distance (m).
+    min_gap : float | None
+        Smallest sensor-to-scalp distance (m); None: 18 mm (Vectorview),
+        20 mm (CTF), 6 mm (OPM).
+    system : "vectorview" | "ctf275" | "opm"
+        The sensor array (see :mod:`mne_laminar_plugin._demo_sensors`).
 
     Returns
     -------
     info : mne.Info
-        With ``dev_head_t`` set, channel locations in device coordinates,
-        coil types 3024 (magnetometer) and 3012 (planar gradiometer), and a
-        ``STI 014`` stim channel.
+        With ``dev_head_t`` set, channel locations in device coordinates and
+        a ``STI 014`` stim channel. Vectorview: coil types 3024
+        (magnetometer) and 3012 (planar gradiometer); CTF-275: axial
+        gradiometers (5001), 9 reference channels, grade-3 compensation in
+        effect; OPM: radial and tangential magnetometers (8201).
     """
-    import mne
     from mne.io.constants import FIFF
-    from scipy.spatial import cKDTree
+    from mne.utils import _check_option
+
+    _check_option("system", system, MEG_SYSTEMS)
+    if system == "ctf275":
+        return make_ctf275_info(head_rr_head, sfreq=sfreq, min_gap=min_gap or 0.02)
+    if system == "opm":
+        return make_opm_info(head_rr_head, sfreq=sfreq, min_gap=min_gap or 0.006)
+    import mne
 
     helmet = mne.read_bem_surfaces(_mne_data() / "helmets" / "306m.fif.gz", verbose="error")[0]
-    center_d, _ = _fit_sphere(helmet["rr"])
+    center_d, _ = fit_sphere(helmet["rr"])
     names, pos, ez = _vectorview_positions(helmet, center_d)
-    n_locations = len(pos)
-    ref = np.where(np.abs(ez[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
-    ex = np.cross(ref, ez)
-    ex /= np.linalg.norm(ex, axis=1, keepdims=True)
-    ey = np.cross(ez, ex)
-
-    if head_rr_head is None:
-        head = mne.read_bem_surfaces(
-            _mne_data() / "fsaverage" / "fsaverage-head.fif", verbose="error"
-        )[0]
-        trans = mne.read_trans(_mne_data() / "fsaverage" / "fsaverage-trans.fif")
-        head_rr_head = mne.transforms.apply_trans(
-            np.linalg.inv(trans["trans"]), head["rr"]
-        )
-    top = head_rr_head[head_rr_head[:, 2] > np.percentile(head_rr_head[:, 2], 40)]
-    center_h, _ = _fit_sphere(top)
-    tree = cKDTree(head_rr_head)
-    # device -> head: translate the helmet centre onto the scalp's, then move
-    # the head down into the helmet until the closest sensor is min_gap away
-    best = None
-    for dz in np.arange(0.0, 0.08, 0.001):
-        t = center_h - center_d + np.array([0.0, 0.0, dz])
-        dist = tree.query(pos + t)[0].min()
-        best = t
-        if dist >= min_gap:
-            break
-    dev_head_t = np.eye(4)
-    dev_head_t[:3, 3] = best
-
-    ch_names, types, locs, coils = [], [], [], []
-    for k in range(n_locations):
+    ex, ey = tangent_frame(ez)
+    dev_head_t = head_in_array(pos, center_d, head_rr_head, min_gap or 0.018)
+    ch_names, kinds, locs, coils = [], [], [], []
+    for k in range(len(pos)):
         mag, grad1, grad2 = names[k]
         for name, kind, exk, eyk in (
             (mag, "mag", ex[k], ey[k]),
@@ -392,20 +353,12 @@ def make_meg_info(
             (grad2, "grad", ey[k], -ex[k]),
         ):
             ch_names.append(name)
-            types.append(kind)
+            kinds.append(kind)
             locs.append(np.r_[pos[k], exk, eyk, ez[k]])
             coils.append(
                 FIFF.FIFFV_COIL_VV_MAG_T3 if kind == "mag" else FIFF.FIFFV_COIL_VV_PLANAR_T1
             )
-    info = mne.create_info(ch_names + ["STI 014"], sfreq, types + ["stim"])
-    with info._unlock():
-        for ch, loc, coil in zip(info["chs"], locs, coils):
-            ch["loc"][:] = loc
-            ch["coil_type"] = coil
-            ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", dev_head_t)
-        info["line_freq"] = 50.0
-    return info
+    return make_info_from_sensors(ch_names, kinds, locs, coils, dev_head_t, sfreq)
 
 
 # ------------------------------------------------------------ simulation
@@ -438,7 +391,7 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     n_times_trial = int(SFREQ * 1.2)
     onsets = (np.arange(N_TRIALS) * n_times_trial + int(SFREQ) + rng.integers(0, 25, N_TRIALS))
     n_times = onsets[-1] + n_times_trial + int(SFREQ)
-    meg_picks = mne.pick_types(info, meg=True)
+    meg_picks = mne.pick_types(info, meg=True, ref_meg=False)  # the forward's rows
     data = np.zeros((len(info["ch_names"]), n_times))
     times = np.arange(int(0.6 * SFREQ)) / SFREQ
     wave = _waveform(times, amplitude)
@@ -463,6 +416,7 @@ def make_demo_dataset(
     n_subjects: int = 1,
     seed: int = 42,
     overwrite: bool = False,
+    system: str = "vectorview",
     verbose: str | None = "error",
     progress: bool = False,
 ) -> DemoDataset:
@@ -479,6 +433,9 @@ def make_demo_dataset(
         Random seed; the dataset is deterministic given it.
     overwrite : bool
         Rebuild even if ``root`` already holds a complete demo.
+    system : "vectorview" | "ctf275" | "opm"
+        The MEG array (:func:`make_meg_info`): 306 Vectorview-like channels,
+        CTF-275 with references and grade-3 compensation, or on-scalp OPMs.
     verbose : str | None
         MNE log level while writing.
     progress : bool
@@ -507,7 +464,12 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
+    from mne.utils import _check_option
+
+    _check_option("system", system, MEG_SYSTEMS)
     stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
+    if system != "vectorview":  # (Vectorview stamps stay as they were)
+        stamp["system"] = system
     if not overwrite and truth_path.is_file() and config_path.is_file():
         have = json.loads(truth_path.read_text())
         if have.get("stamp") == stamp:
@@ -557,7 +519,7 @@ def make_demo_dataset(
             )
             trans = mne.transforms.Transform("head", "mri", np.linalg.inv(mri_head))
             head_rr = mne.transforms.apply_trans(mri_head, geom["head"][0] / 1000.0)
-            info = make_meg_info(head_rr)
+            info = make_meg_info(head_rr, system=system)
             hsp = head_rr[_farthest_points(head_rr, 120)]
             hsp = hsp[hsp[:, 2] > -0.01]
             montage = mne.channels.make_dig_montage(
@@ -613,6 +575,7 @@ def make_demo_dataset(
                 patch_vertices=[int(v) for v in patch],
                 depth_fraction_from_white=depth,
                 orientation="link_vector (pial->white)",
+                meg_system=system,
                 amplitude_nAm=amplitude * 1e9,
                 peak_latency_s=0.1,
                 anatomy_scale=scale,

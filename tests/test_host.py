@@ -91,6 +91,7 @@ NON_DEFAULT = dict(
     laminar_n_layers=3,
     laminar_depth_method="equivolume",
     laminar_column_spacing="ico4",
+    laminar_lameg_layers="{subjects_dir}/{subject}/surf/laminar",
     laminar_orientation="surface_normal",
     laminar_cortex_mask="thickness",
     laminar_min_thickness=1.0,

@@ -225,7 +225,9 @@ class LeadfieldData:
         """Write CaliBrain's npz layout (plus this package's keys), no pickles.
 
         Per-channel metadata are stored as scalars when every channel agrees
-        (as CaliBrain expects), else per channel.
+        (as CaliBrain expects), else per channel: CaliBrain's loader reads one
+        scalar unit per file, so for CaliBrain write a mixed-type leadfield
+        with :meth:`to_calibrain` (one file per channel type).
         """
         from ..bids import atomic_path
 
@@ -261,6 +263,14 @@ class LeadfieldData:
             with open(tmp, "wb") as fid:
                 np.savez(fid, **arrays)
         return fname
+
+    def to_calibrain(self, folder, subject, *, grad_unit="fT/m", free_k=None,
+                     overwrite=False) -> dict:  # fmt: skip
+        """Write CaliBrain files, one per channel type (see :func:`export_calibrain`)."""
+        from ._npz import export_calibrain
+
+        return export_calibrain(self, folder, subject, grad_unit=grad_unit,
+                                free_k=free_k, overwrite=overwrite)  # fmt: skip
 
     def to_forward(self, *, verbose=None):
         """An :class:`mne.Forward` in MNE's SI units (a copy of the matrix).
@@ -312,6 +322,33 @@ def _ch_meta_from_info(info):
     coils = np.array([ch["coil_type"] for ch in chs], int)
     types = [mne.channel_type(info, i) for i in range(len(chs))]
     return kinds, units, coils, types
+
+
+def describe_sensors(info, ch_names=None) -> str:
+    """The sensors of (some) channels in words, with counts and coil types.
+
+    E.g. ``"275 CTF axial gradiometer (coil 5001), synthetic gradiometer
+    compensation grade 3"`` or ``"80 Kernel OPM sensor (coil 8201)"``, from
+    MNE's coil definitions (``coil_def.dat``).
+    """
+    from mne.forward._make_forward import _read_coil_defs
+
+    names = info["ch_names"] if ch_names is None else list(ch_names)
+    idx = [info["ch_names"].index(n) for n in names if n in info["ch_names"]]
+    coils = np.array([int(info["chs"][i]["coil_type"]) & 0xFFFF for i in idx], int)
+    descs = {}
+    for d in _read_coil_defs(verbose=False):
+        descs.setdefault(int(d["coil_type"]), d["desc"].split(" size")[0].strip(' "'))
+    descs[int(FIFF.FIFFV_COIL_EEG)] = "EEG electrode"
+    parts = [f"{int((coils == c).sum())} {descs.get(int(c), 'sensor')} (coil {int(c)})"
+             for c in dict.fromkeys(coils.tolist())]  # fmt: skip
+    # the grade in effect is in the upper 16 bits of the MEG coil types (as MNE)
+    grades = {int(info["chs"][i]["coil_type"]) >> 16 for i in idx
+              if info["chs"][i]["kind"] == FIFF.FIFFV_MEG_CH}  # fmt: skip
+    grade = max(grades) if grades else 0
+    if grade:
+        parts.append(f"synthetic gradiometer compensation grade {grade}")
+    return ", ".join(parts)
 
 
 # ============================================================== validation

@@ -65,154 +65,12 @@ from ._data import (
     _provenance,
     _validate,
 )
-from ._units import si_to_target_units, unit_conversion
+from ._npz import read_npz
+from ._units import convert_grad_unit, si_to_target_units, unit_conversion
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
 FIF_TAG_LIMIT = 2**31 - 1  # bytes in one FIF tag (int32 size field)
-
-
-# ==================================================================== npz
-def _npz_get(npz, key, fname):
-    try:
-        return npz[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(
-                f"{fname}: key {key!r} holds a pickled Python object (object "
-                "array), which is never unpickled for safety. Re-save it as a "
-                "plain numeric/string array (omit the key when it is None)."
-            ) from None
-        raise ValueError(f"{fname}: could not read key {key!r}: {exc}") from exc
-
-
-def _read_npz(fname, orientation_type=None):
-    """Read the seed's npz layout (and this package's extra keys)."""
-    fname = Path(fname)
-    try:
-        npz = np.load(fname, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f"{fname} is not a readable .npz file: {exc}") from exc
-    with npz:
-        keys = set(npz.files)
-        if "leadfield" not in keys:
-            raise ValueError(
-                f"{fname} has no 'leadfield' array; keys found: {sorted(keys)}"
-            )
-        get = {k: _npz_get(npz, k, fname) for k in sorted(keys)}
-    lf = get["leadfield"]
-    if lf.dtype.kind not in "fiu":
-        raise ValueError(f"{fname}: 'leadfield' must be numeric, got dtype {lf.dtype}")
-    lf = np.asarray(lf, dtype=np.float64 if lf.dtype.kind in "iu" else lf.dtype)
-    stored_ori = str(get["orientation_type"]) if "orientation_type" in get else None
-    if orientation_type is None:
-        orientation_type = stored_ori or ("free" if lf.ndim == 3 else "fixed")
-    if stored_ori is not None and stored_ori != orientation_type:
-        raise ValueError(
-            f"{fname} holds a {stored_ori} leadfield, but orientation_type="
-            f"{orientation_type!r} was requested"
-        )
-    data = LeadfieldData(leadfield=lf, orientation_type=orientation_type)
-    if lf.ndim not in (2, 3):
-        _validate(data, fname)  # raises the ndim error
-    n_sens, n_src = lf.shape[:2]
-    # --- channel metadata (scalar or per channel)
-    units = get.get("sensor_units")
-    if units is None and "units" in get and get["units"].dtype.kind in "iu":
-        units = get["units"]  # legacy CaliBrain key
-    per = {}
-    for key, val in (
-        ("sensor_kind", get.get("sensor_kind")),
-        ("sensor_units", units),
-        ("sensor_unitmult", get.get("sensor_unitmult")),
-        ("coil_type", get.get("coil_type")),
-    ):
-        if val is not None and val.dtype.kind not in "iuf":
-            raise ValueError(f"{fname}: {key} must be an integer FIFF code")
-        per[key] = _per_channel(val, n_sens, key, fname)
-    ch_units = get.get("ch_units")
-    if units is not None:
-        factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
-        if ch_units is not None and list(ch_units.astype(str)) != labels:
-            raise ValueError(f"{fname}: ch_units disagree with sensor_units/unitmult")
-        if not np.all(factors == 1.0):
-            lf = lf.astype(np.float64) if lf.dtype.kind != "f" else lf
-            lf *= factors.reshape((-1,) + (1,) * (lf.ndim - 1)).astype(lf.dtype)
-        per["sensor_unitmult"] = exps
-        data.leadfield = lf
-    elif ch_units is not None:
-        labels = [str(u) for u in ch_units]
-        unknown = sorted(set(labels) - set(UNIT_LABELS) - {ARBITRARY})
-        if unknown:
-            raise ValueError(
-                f"{fname}: unknown units {unknown}; expected "
-                f"{sorted(UNIT_LABELS)} or {ARBITRARY!r}"
-            )
-    else:
-        warn(
-            f"{fname} stores no sensor units (sensor_units); the values are "
-            "returned as stored and labelled 'arbitrary'."
-        )
-        labels = [ARBITRARY] * n_sens
-    data.units = list(labels)
-    data.sensor_kind = _collapse(per["sensor_kind"])
-    data.sensor_units = _collapse(per["sensor_units"])
-    data.sensor_unitmult = _collapse(per["sensor_unitmult"]) if units is not None else None
-    data.coil_type = _collapse(per["coil_type"])
-    if "ch_types" in get:
-        data.ch_types = [str(t) for t in get["ch_types"]]
-    elif per["sensor_units"] is not None:
-        data.ch_types = [UNITS[int(u)][3] for u in per["sensor_units"]]
-    else:
-        data.ch_types = ["misc"] * n_sens
-    data.ch_names = (
-        [str(c) for c in get["ch_names"]]
-        if "ch_names" in get
-        else [f"CH{i:03d}" for i in range(n_sens)]
-    )
-    # --- sources
-    for key in ("src_coords", "src_ori"):
-        if key in get:
-            val = np.asarray(get[key], float)
-            setattr(data, key, val)
-    q = get.get("Q_basis")
-    if q is not None:
-        q = np.asarray(q, float)
-        if orientation_type == "fixed":
-            warn(
-                f"{fname}: Q_basis of shape {q.shape} is ignored for a fixed "
-                "leadfield (it is only meaningful for free orientations)."
-            )
-            q = None
-        elif q.ndim == 2 and lf.ndim == 3 and q.shape == (3, lf.shape[2]):
-            q = np.broadcast_to(q, (n_src, *q.shape)).copy()
-    elif orientation_type == "free" and lf.ndim == 3 and lf.shape[2] == 3:
-        q = np.broadcast_to(np.eye(3), (n_src, 3, 3)).copy()
-    data.Q_basis = q
-    data.n_layers = int(get["n_layers"]) if "n_layers" in get else 1
-    if "layer" in get and "column" in get:
-        data.layer = np.asarray(get["layer"], int)
-        data.column = np.asarray(get["column"], int)
-    else:
-        n_kept = n_src // max(data.n_layers, 1)
-        data.layer = np.repeat(np.arange(data.n_layers), n_kept)
-        data.column = np.tile(np.arange(n_kept), data.n_layers)
-    data.n_columns = int(get["n_columns"]) if "n_columns" in get else (
-        int(data.column.max()) + 1 if len(data.column) else 0
-    )
-    data.synthetic = bool(get["synthetic"]) if "synthetic" in get else False
-    if "dropped_columns" in get:
-        data.dropped_columns = np.asarray(get["dropped_columns"], int)
-        data.dropped_reasons = [str(r) for r in get.get("dropped_reasons", [])]
-    prov = {}
-    if "provenance_json" in get:
-        try:
-            prov = json.loads(str(get["provenance_json"]))
-        except json.JSONDecodeError:
-            prov = {}
-    data.provenance = dict(prov, loaded_from=str(fname), loaded_format="npz")
-    _validate(data, fname)
-    return data
 
 
 # ===================================================================== h5
@@ -681,7 +539,7 @@ def leadfield_fname(root, subject, session=None, *, datatype="meg", kind="h5") -
 @verbose
 def read_leadfield(
     fname, subject=None, session=None, *, datatype="meg", orientation_type=None,
-    layers=None, verbose=None,
+    layers=None, grad_unit="fT/cm", verbose=None,
 ):  # fmt: skip
     """Read a leadfield file as :class:`LeadfieldData` (never unpickles).
 
@@ -700,12 +558,29 @@ def read_leadfield(
         orientations can be read as fixed; a fixed file never as free.
     layers : int | list of int | None
         Only these layers (``.h5`` only; read without loading the others).
+    grad_unit : "fT/cm" | "fT/m"
+        Planar gradiometers in this package's fT/cm/nAm (default) or
+        CaliBrain's fT/m/nAm (100 × larger numbers; CaliBrain scales T/m like
+        T). Files in either convention are read correctly: their
+        ``sensor_unitmult`` (−13 or −15 for T/m) says which they hold.
     %(verbose)s
 
     Returns
     -------
     data : LeadfieldData
+
+    Notes
+    -----
+    An ``.npz`` is read lazily: only the keys this package uses are
+    decompressed, each after its header is checked against the archive. A
+    key that would need unpickling (CaliBrain pickles ``info`` and a fixed
+    file's ``Q_basis=None``) is skipped with a warning that names it.
     """
+    data = _read_any(fname, subject, session, datatype, orientation_type, layers)
+    return convert_grad_unit(data, grad_unit)
+
+
+def _read_any(fname, subject, session, datatype, orientation_type, layers):
     _validate_type(fname, "path-like", "fname")
     if subject is not None:
         fname = leadfield_fname(fname, subject, session, datatype=datatype)
@@ -721,7 +596,7 @@ def read_leadfield(
     if layers is not None:
         raise ValueError("layers= is only supported for .h5 leadfield files")
     if name.endswith(".npz"):
-        return _read_npz(fname, orientation_type)
+        return read_npz(fname, orientation_type)
     if name.endswith(("-fwd.fif", "_fwd.fif", "-fwd.fif.gz", "_fwd.fif.gz")):
         return _read_fwd(fname, orientation_type)
     raise ValueError(

@@ -56,10 +56,18 @@ OPTIONS: dict[str, ConfigOption] = {
         "'equivolume' (Bok's area-weighted depth, per vertex).",
     ),
     "laminar_column_spacing": ConfigOption(
-        Literal["oct4", "oct5", "oct6", "ico3", "ico4", "ico5", "all"],
+        Literal["oct4", "oct5", "oct6", "ico3", "ico4", "ico5", "all", "lameg"],
         "oct6",
         "Column subsampling on ?h.sphere, identical vertex ids at every depth "
-        "('all' keeps every cortical vertex).",
+        "('all' keeps every cortical vertex; 'lameg': the columns of the laMEG "
+        "layer set of laminar_lameg_layers).",
+    ),
+    "laminar_lameg_layers": ConfigOption(
+        str | None,
+        None,
+        "A laMEG layer folder (surf/laminar, decimated 'ds' set) used instead of "
+        "building the layers; '{subjects_dir}' and '{subject}' are replaced by "
+        "the FreeSurfer ones. Needs laminar_column_spacing = 'lameg'.",
     ),
     "laminar_orientation": ConfigOption(
         Literal[COLUMN_ORIENTATIONS],

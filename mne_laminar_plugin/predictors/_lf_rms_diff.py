@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from mne.utils import _check_option, logger, verbose
 
-from .._conventions import UNITS, check_n_layers
+from .._conventions import LABEL_SI_FACTORS, check_n_layers
 
 #: MNE's SI leadfield units (e.g. of a LaminarForward's gain), per FIFF unit.
 _SI_LABELS = {112: "T/Am", 201: "T/m/Am", 107: "V/Am"}
@@ -27,18 +27,18 @@ def _norm_unit(unit: str) -> str:
 
 def _physical_units() -> list[str]:
     """Leadfield unit labels that have an SI factor (library and SI labels)."""
-    return [label for _, _, label, _ in UNITS.values()] + list(_SI_LABELS.values())
+    return list(LABEL_SI_FACTORS) + list(_SI_LABELS.values())
 
 
 def _unit_to_si(unit: str) -> float | None:
     """Factor from a leadfield unit label to MNE's SI units, or None if unknown.
 
     The library units and their SI factors come from
-    :data:`mne_laminar_plugin.leadfield.UNITS` (the one place of the
+    :data:`mne_laminar_plugin._conventions.LABEL_SI_FACTORS` (the one place of the
     conversion); SI labels give 1.
     """
     key = _norm_unit(unit)
-    for si_to_target, _, label, _ in UNITS.values():
+    for label, si_to_target in LABEL_SI_FACTORS.items():
         if _norm_unit(label) == key:
             return 1.0 / si_to_target
     if key in {_norm_unit(lab) for lab in _SI_LABELS.values()}:
@@ -395,6 +395,12 @@ def leadfield_rms_diff(
         )
         val[dropped] = np.nan
         out[start:stop] = val
+    sensors = None
+    if lf.info is not None:
+        from ..leadfield._data import describe_sensors
+
+        sensors = describe_sensors(lf.info, [lf.ch_names[i] for i in rows])
+        desc += f"; sensors: {sensors}"
     if len(G.shape) == 3:
         desc += f"; free orientation: norm over {G.shape[2]} components"
     n_nan = int(np.isnan(out).sum())
@@ -406,6 +412,7 @@ def leadfield_rms_diff(
         method=method,
         ch_type=used_type,
         n_channels=int(len(rows)) if whitener is None else int(scale.shape[0]),
+        sensors=sensors,
         description=desc,
     )
     return out, meta

@@ -2,7 +2,8 @@
 
 ``_surfaces`` holds the class and its builder (layers between FreeSurfer's
 white and pial, columns, masks), ``_freesurfer`` the reading of a FreeSurfer
-subject, ``_io`` the BIDS derivative files (GIFTI surfaces, sidecars, names).
+subject, ``_io`` the BIDS derivative files (GIFTI surfaces, sidecars, names),
+``_lameg`` laMEG's ``surf/laminar`` layer sets (read and write).
 """
 
 from .._conventions import HEMIS
@@ -20,6 +21,7 @@ from ._io import (
     saved_fnames,
     summary_fname,
 )
+from ._lameg import LAMEG_ORIENTATIONS, lameg_inputs, lameg_layer_names
 from ._surfaces import (
     DROP_REASONS,
     ORIENTATION_SIGN,
@@ -35,6 +37,9 @@ __all__ = [
     "equivolume_beta",
     "HEMIS",
     "LaminarSurfaces",
+    "LAMEG_ORIENTATIONS",
+    "lameg_inputs",
+    "lameg_layer_names",
     "layer_descriptions",
     "layer_fname",
     "LAYER_SUFFIX",

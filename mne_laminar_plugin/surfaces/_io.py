@@ -129,6 +129,8 @@ def _density(surf: LaminarSurfaces) -> str:
     n = {h: int((surf.hemi == h).sum()) for h in HEMIS}
     if surf.spacing == "all":
         how = "all FreeSurfer vertices"
+    elif surf.spacing.startswith("lameg"):
+        how = f"the vertices of a laMEG layer set ({surf.spacing[5:]} stage)"
     else:
         how = f"MNE {surf.spacing} subsampling of ?h.sphere (as mne.setup_source_space)"
     return f"{how}, medial wall removed: {n['lh']} (L) and {n['rh']} (R) cortical columns"

@@ -536,6 +536,88 @@ class LaminarSurfaces:
         return out
 
     # ------------------------------------------------------------ I/O
+    @classmethod
+    @verbose
+    def from_lameg(cls, path, *, subjects_dir=None, subject=None, stage="ds",
+                   n_layers=None, orientation="link_vector", fixed=True,
+                   verbose=None):  # fmt: skip
+        """Read a laMEG layer set (``$SUBJECTS_DIR/<subject>/surf/laminar``).
+
+        Parameters
+        ----------
+        path : path-like
+            The ``surf/laminar`` folder laMEG's ``LayerSurfaceSet.create``
+            wrote (or the subject folder holding it).
+        subjects_dir, subject : path-like, str | None
+            The FreeSurfer subject, when ``path`` is not inside it: its
+            ``mri/orig.mgz`` (else ``mri/T1.mgz``) converts laMEG's scanner
+            RAS to surface RAS, and its ``surf/?h.white`` gives the
+            hemisphere sizes.
+        stage : "ds" | "combined"
+            The decimated set (laMEG's source space) or the full resolution.
+        n_layers : int | None
+            The set to read when the folder holds several (laMEG names the
+            layers ``pial``, ``0.900``, ..., ``white`` from
+            ``linspace(1, 0, n_layers)``); None: the one set found.
+        orientation : "link_vector" | "ds_surf_norm" | "orig_surf_norm" | "cps"
+            Which ``<layer>.ds.<orientation>.<fixed|not_fixed>.gii`` to take
+            the orientations from (``ds`` only); without it, link vectors are
+            computed from the layers (laMEG's rule: ``white - pial``,
+            normalised).
+        fixed : bool
+            laMEG's ``fixed`` / ``not_fixed`` variant of the orientation files.
+        %(verbose)s
+
+        Returns
+        -------
+        surfaces : LaminarSurfaces
+            Columns ordered left then right hemisphere by FreeSurfer vertex;
+            ``sources["lameg"]["lameg_vertex"][c]`` is laMEG's vertex of
+            column ``c`` (the correspondence across layers is laMEG's).
+
+        Notes
+        -----
+        The frame conversion is logged and recorded in ``sources``. Vertices
+        laMEG removed (aparc 'unknown') are the dropped columns.
+        """
+        from ._lameg import read_lameg
+
+        kwargs = read_lameg(path, subjects_dir=subjects_dir, subject=subject, stage=stage,
+                            n_layers=n_layers, orientation=orientation, fixed=fixed)  # fmt: skip
+        return cls(
+            kwargs.pop("layers"), kwargs.pop("orientations"), kwargs.pop("hemi"),
+            kwargs.pop("vertno"), kwargs.pop("tris"), kwargs.pop("fractions"),
+            method="equidistant", subject=subject, **kwargs,
+        )  # fmt: skip
+
+    def to_lameg(self, folder, *, dtype="float32", overwrite=False):
+        """Write these layers in laMEG's ``ds`` layout (scanner RAS, mm).
+
+        For each layer (laMEG's names ``pial``, ``0.900``, ..., ``white``):
+        ``<layer>.ds.gii`` and ``<layer>.ds.<orientation>.<fixed>.gii`` with
+        the orientations, each with its JSON sidecar (``t_orig``/``n_orig``
+        whose product is the surface RAS -> scanner RAS transform, and the
+        columns' hemisphere and FreeSurfer vertex).
+
+        Parameters
+        ----------
+        folder : path-like
+            Usually ``$SUBJECTS_DIR/<subject>/surf/laminar``.
+        dtype : "float32" | "float64"
+            float32: the GIFTI standard's type, as laMEG and SPM write and
+            read (positions to ~1e-5 mm). float64: outside the standard's
+            types (nibabel reads it), :meth:`from_lameg` reads the layers back
+            to rounding error.
+        overwrite : bool
+
+        Returns
+        -------
+        fnames : list of Path
+        """
+        from ._lameg import write_lameg
+
+        return write_lameg(self, folder, dtype=dtype, overwrite=overwrite)
+
     @verbose
     def save(self, root, subject, session=None, *, remove_stale=True, verbose=None):
         """Write the derivative files (GIFTI surfaces, orientations, TSV, JSON).
