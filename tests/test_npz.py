@@ -17,7 +17,6 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
-from mne.io.constants import FIFF
 from test_forward import CENTER, make_info, mne_forward, some_trans
 
 from mne_laminar_plugin import LeadfieldBuilder

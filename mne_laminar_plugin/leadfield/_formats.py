@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 from mne.io.constants import FIFF
-from mne.utils import _check_option, _validate_type, logger, verbose, warn
+from mne.utils import _check_option, _validate_type, logger, verbose
 
 from .._conventions import (
     ARBITRARY,
