@@ -314,8 +314,6 @@ def test_points_inside_surface_exact():
     np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf), truth)
     rev = dict(rr=surf["rr"], tris=surf["tris"][:, ::-1])
     np.testing.assert_array_equal(mesh.points_inside_surface(pts, rev), truth)
-    # small max_pairs exercises the chunking
-    np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf, max_pairs=1000), truth)
     # a non-convex surface: MNE's fsaverage inner skull, against MNE's solid
     # angles for points not within 1 mm of it (MNE's sphere shortcut is not
     # exact right at the surface)
