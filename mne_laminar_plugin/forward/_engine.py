@@ -496,13 +496,9 @@ def gain_ch_names(info, *, meg=True, eeg=True, verbose=None):
         MEG channels (without reference channels) then EEG channels, as the
         rows of ``fwd['sol']['data']``.
     """
-    from mne import pick_types
+    from ._forward import _gain_picks
 
-    picks = list()
-    if meg:
-        picks += list(pick_types(info, meg=True, ref_meg=False, exclude=[]))
-    if eeg:
-        picks += list(pick_types(info, meg=False, eeg=True, exclude=[]))
+    picks = _gain_picks(info, meg=meg, eeg=eeg)
     return [info["ch_names"][p] for p in picks]
 
 
