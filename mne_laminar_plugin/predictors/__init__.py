@@ -18,7 +18,7 @@ from ._predictors import (
     mri_to_mni,
     write_gifti_map,
 )
-from ._rois import read_roi, roi_column_name, roi_columns, roi_name
+from ._rois import read_roi, roi_column_name, roi_columns, roi_files, roi_name
 from ._scalp import Scalp, read_scalp
 from ._score import PREDICTORS, SCORE_NAME, SCORE_SIGNS, anatomical_score, select_prior
 
@@ -37,6 +37,7 @@ __all__ = [
     "read_scalp",
     "roi_column_name",
     "roi_columns",
+    "roi_files",
     "roi_name",
     "Scalp",
     "SCORE_NAME",

@@ -135,21 +135,11 @@ def _info_update(cfg) -> dict:
 
 def _roi_files(cfg) -> dict[str, Path]:
     """Files behind the ROIs (annotations, labels), for MBP's change tracking."""
-    import re
-
     out = {}
     for k, spec in enumerate(cfg.laminar_rois):
-        m = re.fullmatch(r"([^:/\\]+):(lh|rh)\.(.+)", spec)
-        if m and not Path(spec).is_file():
-            atlas, hemi, _ = m.groups()
-            cands = [_mbp.fs_path(cfg, "label", f"{hemi}.{atlas}.annot")]
-        else:
-            cands = [Path(spec), _mbp.fs_path(cfg, spec), _mbp.fs_path(cfg, "label", spec)]
-            cands += [c.with_name(c.name + ".label") for c in cands]
-        for cand in cands:
-            if cand.is_file():
-                out[f"roi{k}"] = cand
-                break
+        found = [c for c in P.roi_files(spec, cfg.fs_subject, cfg.fs_subjects_dir) if c.is_file()]
+        if found:
+            out[f"roi{k}"] = found[0]
     return out
 
 
