@@ -76,6 +76,31 @@ def mbp_path(
     return path.update(**update)
 
 
+def source_info_path(
+    cfg: SimpleNamespace,
+    subject: str,
+    session: str | None,
+    *,
+    task: str | None,
+    path_task: str | None = None,
+) -> BIDSPath:
+    """The measurement info MBP's source steps read (one rule for both).
+
+    ``source_info_path_update`` when set, else the cleaned ``rest``/``noise``
+    raw of the noise covariance, else the evoked of ``task``. MBP's
+    ``source/make_forward`` uses its first run's task for both ``task`` and
+    ``path_task`` (the task of the path before the update),
+    ``source/make_inverse`` the first task of the config and no path task.
+    """
+    if cfg.source_info_path_update is not None:
+        update = dict(cfg.source_info_path_update)
+    elif cfg.noise_cov in ("rest", "noise"):
+        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
+    else:
+        update = dict(suffix="ave", task=task)
+    return mbp_path(cfg, subject, session, task=path_task, run=None).update(**update)
+
+
 def fs_path(cfg: SimpleNamespace, *parts: str) -> Path:
     """A path inside the subject's FreeSurfer directory."""
     return Path(cfg.fs_subjects_dir) / cfg.fs_subject / Path(*parts)

@@ -50,18 +50,7 @@ MAKERS = {
 def _info_path(cfg, subject, session) -> BIDSPath:
     """The measurement info MBP's source/make_forward reads (same rule)."""
     task = cfg.runs_tasks[0][1]
-    path = BIDSPath(
-        subject=subject, session=session, task=task, acquisition=cfg.acq, run=None,
-        recording=cfg.rec, space=cfg.space, extension=".fif", datatype=cfg.datatype,
-        root=cfg.deriv_root, check=False,
-    )  # fmt: skip
-    if cfg.source_info_path_update is not None:
-        update = dict(cfg.source_info_path_update)
-    elif cfg.noise_cov in ("rest", "noise"):
-        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
-    else:
-        update = dict(suffix="ave", task=task)
-    return path.update(**update)
+    return _mbp.source_info_path(cfg, subject, session, task=task, path_task=task)
 
 
 def _bem_path(cfg) -> Path:

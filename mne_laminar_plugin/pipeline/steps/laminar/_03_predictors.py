@@ -114,7 +114,8 @@ def _cov_files(cfg, subject, session) -> dict[str, Path]:
     cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
     if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
         cov = cov.copy().update(processing="custom")
-    info = _mbp.mbp_path(cfg, subject, session).update(**_info_update(cfg))
+    # the info MBP's source/make_inverse uses with the noise covariance
+    info = _mbp.source_info_path(cfg, subject, session, task=cfg.all_tasks[0])
     rank = cov.copy().update(suffix="rank", extension=".json")
     files = {}
     if cov.fpath.is_file() and info.fpath.is_file():
@@ -122,15 +123,6 @@ def _cov_files(cfg, subject, session) -> dict[str, Path]:
         if rank.fpath.is_file():
             files["cov_rank"] = rank.fpath
     return files
-
-
-def _info_update(cfg) -> dict:
-    """The info file MBP's inverse uses with the noise covariance."""
-    if cfg.source_info_path_update is not None:
-        return dict(cfg.source_info_path_update)
-    if cfg.noise_cov in ("rest", "noise"):
-        return dict(processing="clean", suffix="raw", task=cfg.noise_cov)
-    return dict(suffix="ave", task=cfg.all_tasks[0])
 
 
 def _roi_files(cfg) -> dict[str, Path]:
