@@ -34,10 +34,6 @@ SPATIAL_REFERENCE = (
 
 
 # ------------------------------------------------------------------ files
-def _prefix(subject, session):
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
-
-
 def layer_fname(root, subject, session, hemi, layer, spacing) -> Path:
     """Path of one layer's GIFTI surface (``desc-layer00`` = pial)."""
     return bids.bids_fname(
@@ -189,12 +185,14 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     for hemi in HEMIS:
         for fname in (surf.sources.get(hemi) or {}).values():
             path = Path(fname).resolve()
+            datasets = {"raw": raw}
             if path.is_relative_to(deriv) and path.relative_to(deriv).parts[0] != root.name:
                 name = path.relative_to(deriv).parts[0]
                 links[name] = f"../{name}"
-                uris[hemi].append(bids.bids_uri(name, path.relative_to(deriv / name)))
-            elif path.is_relative_to(raw):
-                uris[hemi].append(bids.bids_uri("raw", path.relative_to(raw)))
+                datasets = {name: deriv / name}
+            uri = bids.dataset_uri(path, datasets)
+            if uri is not None:
+                uris[hemi].append(uri)
     return uris, links
 
 
@@ -366,7 +364,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
         directory = written[0].parent
         for pattern in STALE_PATTERNS:
             for path in bids.remove_stale(
-                directory, f"{_prefix(subject, session)}_{pattern}", written
+                directory, f"{bids.subject_prefix(subject, session)}_{pattern}", written
             ):
                 logger.info(f"    removed stale {path.name}")
     logger.info(f"    wrote {len(written)} files to {written[0].parent}")
@@ -430,7 +428,7 @@ def _find_summary(root: Path, subject, session, spacing) -> Path:
             raise FileNotFoundError(f"No laminar surfaces saved: {path} does not exist.")
         return path
     pattern = bids.subject_dir(root, subject, session, "anat") / (
-        f"{_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
+        f"{bids.subject_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
     )
     found = sorted(glob.glob(glob.escape(str(pattern.parent)) + os.sep + pattern.name))
     if not found:

@@ -10,7 +10,6 @@ fits in a FIF file (< 2 GB), and a "Laminar leadfield" report section.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -237,12 +236,8 @@ def _uri(cfg, path) -> str | None:
     """A BIDS URI for a file of this dataset or of the raw dataset, else the path."""
     if path is None:
         return None
-    path = Path(path).resolve()
-    for name, root in (("", cfg.laminar_root), ("raw", cfg.bids_root)):
-        root = Path(root).resolve()
-        if path.is_relative_to(root):
-            return bids.bids_uri(name, os.path.relpath(path, root))
-    return str(path)
+    roots = {"": cfg.laminar_root, "raw": cfg.bids_root}
+    return bids.dataset_uri(path, roots) or str(Path(path).resolve())
 
 
 def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
@@ -346,7 +341,7 @@ def _save(cfg, subject, session, data, surf, sources):
         written.append(L.write_forward_fif(names["fwd"], data, overwrite=True, verbose=False))
         written.append(bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name)))
     folder = names["h5"].parent
-    prefix = names["h5"].name.split("_desc-")[0]
+    prefix = bids.subject_prefix(subject, session)
     bids.remove_stale(folder, f"{prefix}_desc-laminar_fwd.*", written)
     return written, fwd_ok
 

@@ -64,7 +64,7 @@ def table_fname(root, subject, session, spacing) -> Path:
 
 def _stale_patterns(subject, session) -> list[str]:
     """Glob patterns of every file this step writes (any spacing)."""
-    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    prefix = bids.subject_prefix(subject, session)
     out = [f"{prefix}_space-individual_den-*_desc-laminar_predictors.*"]
     for desc in P.MAP_DESC.values():
         out.append(f"{prefix}_hemi-*_space-individual_den-*_desc-{desc}_stat.*")
@@ -252,7 +252,7 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
     anat = bids.subject_dir(root, subject, session, "anat")
     density = _density(surf)
     sources = {
-        hemi: bids_uri_rel(root, S.layer_fname(root, subject, session, hemi, 0, sp))
+        hemi: bids.dataset_uri(S.layer_fname(root, subject, session, hemi, 0, sp), {"": root})
         for hemi in S.HEMIS
     }
     written = []
@@ -301,11 +301,6 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
     for pattern in _stale_patterns(subject, session):
         bids.remove_stale(anat, pattern, written)
     return written
-
-
-def bids_uri_rel(root: Path, path: Path) -> str:
-    """``bids::<path relative to the dataset root>`` (a file of this dataset)."""
-    return bids.bids_uri("", Path(os.path.relpath(path, root)))
 
 
 # ----------------------------------------------------------------- report
