@@ -11,13 +11,20 @@ from __future__ import annotations
 from mne.io.constants import FIFF
 
 # ------------------------------------------------------------------ layers
-#: Layer order, as every sidecar and report caption states it.
-LAYER_ORDER = "index 0 = pial (most superficial) ... n_layers-1 = white (deepest)"
+def layer_order(n_layers: int | None = None, *, brief: bool = False) -> str:
+    """The layer-order caption for a model of ``n_layers`` layers.
+
+    ``brief`` leaves out "(most superficial)"/"(deepest)" (table cells, axis
+    labels); without ``n_layers`` the last layer is called "last".
+    """
+    last = "last" if n_layers is None else str(n_layers - 1)
+    if brief:
+        return f"0 = pial ... {last} = white"
+    return f"0 = pial (most superficial) ... {last} = white (deepest)"
 
 
-def layer_order(n_layers: int) -> str:
-    """The layer-order caption for a model of ``n_layers`` layers."""
-    return f"0 = pial (most superficial) ... {n_layers - 1} = white (deepest)"
+#: Layer order of any model, as the surfaces' sidecars state it.
+LAYER_ORDER = "index " + layer_order().replace("last", "n_layers-1")
 
 
 def check_n_layers(n_layers: int, *, what: str = "n_layers") -> int:

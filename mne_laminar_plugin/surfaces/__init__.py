@@ -5,7 +5,7 @@ white and pial, columns, masks), ``_freesurfer`` the reading of a FreeSurfer
 subject, ``_io`` the BIDS derivative files (GIFTI surfaces, sidecars, names).
 """
 
-from .._conventions import HEMIS
+from .._conventions import HEMIS, check_n_layers, layer_order
 from ..mesh import vertex_areas, vertex_normals
 from ._io import (
     BIDS_DESCRIPTIONS,
@@ -30,6 +30,7 @@ from ._surfaces import (
 
 __all__ = [
     "BIDS_DESCRIPTIONS",
+    "check_n_layers",
     "columns_fname",
     "DROP_REASONS",
     "equivolume_beta",
@@ -37,6 +38,7 @@ __all__ = [
     "LaminarSurfaces",
     "layer_descriptions",
     "layer_fname",
+    "layer_order",
     "LAYER_SUFFIX",
     "orientation_fname",
     "ORIENTATION_SIGN",

@@ -17,7 +17,7 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from ....report import viz
-from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces
+from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces, layer_order
 from ... import _mbp
 
 SECTION = "Laminar surfaces"
@@ -110,8 +110,8 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
         fig=fig,
         title="Layer surfaces: slices",
         caption=(
-            "Intersections of every layer surface (0 = pial, "
-            f"{surf.n_layers - 1} = white) with coronal and axial planes"
+            f"Intersections of every layer surface ({layer_order(surf.n_layers)}) "
+            "with coronal and axial planes"
             + (" through T1.mgz" if t1.is_file() else "")
             + f"; drawn on the column mesh (spacing {surf.spacing}), as saved."
         ),
@@ -158,7 +158,7 @@ def _summary_table(surf: LaminarSurfaces) -> str:
     qc = surf.qc
     thick = surf.thickness()
     rows = [
-        ("Layers", f"{surf.n_layers} ({surf.method}; 0 = pial, {surf.n_layers - 1} = white)"),
+        ("Layers", f"{surf.n_layers} ({surf.method}; {layer_order(surf.n_layers, brief=True)})"),
         ("Column spacing", surf.spacing),
         ("Orientation", f"{surf.orientation} ({surf.orientation_sign})"),
     ]

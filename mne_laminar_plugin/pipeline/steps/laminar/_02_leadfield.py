@@ -22,7 +22,6 @@ from mne_bids_pipeline._run import _sanitize_callable, failsafe_run
 from .... import bids
 from .... import leadfield as L
 from .... import surfaces as S
-from ...._conventions import layer_order
 
 # library privates the step still uses (issue 10, phase 2 makes them public)
 from ....leadfield._formats import _missing_message
@@ -260,7 +259,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
         "Description": (
             "Laminar leadfield: sensor gain of every cortical column at every "
             "layer depth, sources layer-major (source l * n_kept + k is kept "
-            "column k at layer l; layer 0 = pial). Stored in HDF5 dataset "
+            f"column k at layer l; layers {S.layer_order(data.n_layers)}). Stored in HDF5 dataset "
             "'leadfield' with shape (n_channels, n_sources) for fixed or "
             "(n_channels, n_sources, K) for free orientation."
         ),
@@ -277,7 +276,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
         "Units": units,
         "ChannelCounts": counts,
         "NumberOfLayers": int(data.n_layers),
-        "LayerOrder": layer_order(data.n_layers),
+        "LayerOrder": S.layer_order(data.n_layers),
         "NumberOfColumns": int(data.n_columns),
         "NumberOfKeptColumns": int(len(data.columns)),
         "NumberOfSources": int(data.n_sources),
@@ -357,7 +356,7 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
         fig=fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
         caption=(
             "Norm over the channels of each unit group of every source's leadfield "
-            "column, sources layer-major (layer 0 = pial first); deeper layers are "
+            f"column, sources layer-major ({S.layer_order(data.n_layers)}); deeper layers are "
             "farther from the sensors and should have smaller norms. Jumps or "
             "zero columns point at scaling, orientation or loading problems."
         ),
@@ -436,7 +435,7 @@ def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:
         ("dtype", str(data.leadfield.dtype)),
         ("Channels", ", ".join(f"{data.ch_types.count(t)} {t}" for t in types)),
         ("Units", ", ".join(f"{t}: {_pretty(data.units[data.ch_types.index(t)])}" for t in types)),
-        ("Layers", f"{data.n_layers} (0 = pial ... {data.n_layers - 1} = white)"),
+        ("Layers", f"{data.n_layers} ({S.layer_order(data.n_layers, brief=True)})"),
         ("Columns kept", f"{len(data.columns)} of {data.n_columns}"),
         ("Columns dropped", "; ".join(f"{n}: {r}" for r, n in by_reason.items()) or "none"),
     ]
