@@ -27,11 +27,28 @@ def layer_order(n_layers: int | None = None, *, brief: bool = False) -> str:
 LAYER_ORDER = "index " + layer_order().replace("last", "n_layers-1")
 
 
+#: A laminar model has at least pial and white.
+MIN_LAYERS = 2
+
+
 def check_n_layers(n_layers: int, *, what: str = "n_layers") -> int:
     """Return ``int(n_layers)``; a laminar model needs pial and white (>= 2)."""
-    if n_layers < 2:
-        raise ValueError(f"{what} must be >= 2 (pial and white), got {n_layers}")
+    if n_layers < MIN_LAYERS:
+        raise ValueError(f"{what} must be >= {MIN_LAYERS} (pial and white), got {n_layers}")
     return int(n_layers)
+
+
+def check_layer_array(layers, *, what: str = "layers"):
+    """``layers`` as float64 of shape (n_layers >= 2, n_columns, 3), or a clear error."""
+    import numpy as np
+
+    layers = np.asarray(layers, np.float64)
+    if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < MIN_LAYERS:
+        raise ValueError(
+            f"{what} must have shape (n_layers >= {MIN_LAYERS}, n_columns, 3), got "
+            f"{layers.shape}"
+        )
+    return layers
 
 
 #: FreeSurfer hemispheres, in MNE's order (left first).

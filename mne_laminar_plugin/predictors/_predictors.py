@@ -41,6 +41,7 @@ import numpy as np
 from mne.utils import _check_option, logger, verbose, warn
 
 from .. import bids
+from .._conventions import check_layer_array
 from ..mesh import (
     _rowdot,
     _signed_volume,
@@ -416,11 +417,7 @@ def _surface_arrays(surfaces: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
                 f"surfaces must be a LaminarSurfaces (attributes layers, orientations, "
                 f"hemi, vertno); {type(surfaces).__name__} has no {attr!r}"
             )
-    layers = np.asarray(surfaces.layers, float)
-    if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < 2:
-        raise ValueError(
-            f"surfaces.layers must have shape (n_layers>=2, n_columns, 3), got {layers.shape}"
-        )
+    layers = check_layer_array(surfaces.layers, what="surfaces.layers")
     n_col = layers.shape[1]
     ori = np.asarray(surfaces.orientations, float)
     if ori.shape == (layers.shape[0], n_col, 3):

@@ -27,6 +27,7 @@ from .._conventions import (
     CORTEX_MASKS,
     HEMIS,
     LAYER_METHODS,
+    check_layer_array,
     check_n_layers,
 )
 from ..mesh import vertex_areas, vertex_normals
@@ -218,11 +219,7 @@ class LaminarSurfaces:
         sources=None,
         scanner_xform=None,
     ):
-        layers = np.asarray(layers, np.float64)
-        if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < 2:
-            raise ValueError(
-                f"layers must have shape (n_layers >= 2, n_columns, 3), got {layers.shape}"
-            )
+        layers = check_layer_array(layers)
         n_layers, n_columns = layers.shape[:2]
         orientations = np.asarray(orientations, np.float64)
         if orientations.shape not in ((n_columns, 3), (n_layers, n_columns, 3)):
