@@ -72,4 +72,9 @@ UNITS = {
     int(FIFF.FIFF_UNIT_V): (1e-3, -6, "uV/nAm", "eeg"),
 }
 UNIT_LABELS = {label: unit for unit, (_, _, label, _) in UNITS.items()}
+
+
+def pretty_unit(unit: str) -> str:
+    """A unit label for figures and reports (``uV`` written ``µV``)."""
+    return unit.replace("uV", "µV")
 ARBITRARY = "arbitrary"

@@ -7,7 +7,7 @@ seed-compatible builder (simulate, load, random), ``_qc`` column norms,
 depth ratio, outlier columns and their plots.
 """
 
-from .._conventions import ARBITRARY, UNIT_LABELS, UNITS
+from .._conventions import ARBITRARY, UNIT_LABELS, UNITS, pretty_unit
 from ._builder import LeadfieldBuilder, from_laminar_forward
 from ._data import LeadfieldData
 from ._formats import (
@@ -31,6 +31,7 @@ from ._qc import (
 from ._units import si_to_target_units, unit_conversion
 
 __all__ = [
+    "pretty_unit",
     "ARBITRARY",
     "column_norms",
     "depth_ratio",

@@ -232,28 +232,54 @@ class LeadfieldBuilder:
                 return found, tried
         return [], tried
 
-    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
-        """Load a leadfield file (see :func:`read_leadfield`)."""
+    def find(self, *names, orientation_type="fixed") -> Path:
+        """The file of ``leadfield_dir`` that :meth:`load` reads for a subject.
+
+        Parameters
+        ----------
+        *names : str
+            The subject's names, tried in turn (e.g. ``"sub-01", "01"``): for
+            each, ``<name>_<orientation_type>_leadfield.npz``, then
+            ``<name>_*leadfield.h5``, then ``<name>[-_]*fwd.fif`` (also with
+            ``sub-`` prepended).
+        orientation_type : "fixed" | "free"
+            The orientation of the ``.npz`` name.
+
+        Returns
+        -------
+        fname : Path
+            The one matching file (several matching files of a name are an
+            error, as is none for every name, listing the folder).
+        """
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
-        if fname is None:
-            if self.leadfield_dir is None:
-                raise ValueError(
-                    "retrieve_mode='load' needs leadfield_dir (or fname=): "
-                    "LeadfieldBuilder(leadfield_dir=...)"
-                )
-            if not self.leadfield_dir.is_dir():
-                raise FileNotFoundError(
-                    f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
-                )
-            found, tried = self._candidates(subject, orientation_type)
-            if not found:
-                raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+        if self.leadfield_dir is None:
+            raise ValueError(
+                "retrieve_mode='load' needs leadfield_dir (or fname=): "
+                "LeadfieldBuilder(leadfield_dir=...)"
+            )
+        if not self.leadfield_dir.is_dir():
+            raise FileNotFoundError(
+                f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
+            )
+        tried = []
+        for name in names:
+            found, patterns = self._candidates(name, orientation_type)
+            tried += patterns
             if len(found) > 1:
                 raise ValueError(
-                    f"Several leadfield files match subject {subject!r} in "
-                    f"{self.leadfield_dir}: {[p.name for p in found]}; pass fname="
+                    f"Several leadfield files match subject {names[-1]!r} in "
+                    f"{self.leadfield_dir}: {[p.name for p in found]}; keep one per "
+                    "subject, or pass fname="
                 )
-            fname = found[0]
+            if found:
+                return found[0]
+        raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+
+    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
+        """Load a leadfield file (see :func:`read_leadfield` and :meth:`find`)."""
+        _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
+        if fname is None:
+            fname = self.find(subject, orientation_type=orientation_type)
         data = read_leadfield(fname, orientation_type=orientation_type)
         data.provenance = dict(data.provenance, mode="load", subject=subject)
         return data

@@ -23,9 +23,6 @@ from .... import bids
 from .... import leadfield as L
 from .... import surfaces as S
 
-# library privates the step still uses (issue 10, phase 2 makes them public)
-from ....leadfield._formats import _missing_message
-from ....leadfield._qc import _pretty
 from ....report import viz
 from ... import _mbp
 
@@ -72,21 +69,9 @@ def _load_candidate(cfg, subject) -> Path:
             "with {subject}_{fixed|free}_leadfield.npz, *_leadfield.h5 or *-fwd.fif)"
         )
     builder = L.LeadfieldBuilder(leadfield_dir=cfg.laminar_leadfield_dir)
-    folder = Path(cfg.laminar_leadfield_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"laminar_leadfield_dir {folder} is not a folder")
-    tried = []
-    for name in (f"sub-{subject}", subject):
-        found, names = builder._candidates(name, cfg.laminar_orientation_type)
-        tried += names
-        if len(found) > 1:
-            raise ValueError(
-                f"Several leadfield files match subject {subject!r} in {folder}: "
-                f"{[p.name for p in found]}; keep one per subject"
-            )
-        if found:
-            return found[0]
-    raise FileNotFoundError(_missing_message(folder, tried))
+    return builder.find(
+        f"sub-{subject}", subject, orientation_type=cfg.laminar_orientation_type
+    )
 
 
 def get_input_fnames_leadfield(
@@ -380,7 +365,7 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     flagged = L.flag_outlier_columns(data, norms=norms)
     rows = [
         (r["column"], r["hemi"] or "n/a", "n/a" if r["vertno"] is None else r["vertno"],
-         r["layer"], _pretty(r["unit"]), r["norm"], r["robust_z"])
+         r["layer"], L.pretty_unit(r["unit"]), r["norm"], r["robust_z"])
         for r in flagged[:MAX_OUTLIER_ROWS]
     ]  # fmt: skip
     caption = (
@@ -419,7 +404,7 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
         images += viz.plot_surface_map(
             surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
             cmap="RdBu_r", clim=(-lim, lim), hemi=hemi,
-            label=f"log10 ratio ({_pretty(unit)})",
+            label=f"log10 ratio ({L.pretty_unit(unit)})",
         )  # fmt: skip
     return viz.image_grid(images, ncols=2) if images else None
 
@@ -434,7 +419,7 @@ def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:
         ("Shape", " x ".join(str(s) for s in data.leadfield.shape)),
         ("dtype", str(data.leadfield.dtype)),
         ("Channels", ", ".join(f"{data.ch_types.count(t)} {t}" for t in types)),
-        ("Units", ", ".join(f"{t}: {_pretty(data.units[data.ch_types.index(t)])}" for t in types)),
+        ("Units", ", ".join(f"{t}: {L.pretty_unit(data.units[data.ch_types.index(t)])}" for t in types)),
         ("Layers", f"{data.n_layers} ({S.layer_order(data.n_layers, brief=True)})"),
         ("Columns kept", f"{len(data.columns)} of {data.n_columns}"),
         ("Columns dropped", "; ".join(f"{n}: {r}" for r, n in by_reason.items()) or "none"),
