@@ -30,6 +30,12 @@ def _physical_units() -> list[str]:
     return [label for _, _, label, _ in UNITS.values()] + list(_SI_LABELS.values())
 
 
+def can_whiten(leadfield) -> bool:
+    """Whether a leadfield can be noise-whitened: physical units, not synthetic."""
+    units = getattr(leadfield, "units", None) or []
+    return not getattr(leadfield, "synthetic", False) and set(units) <= set(_physical_units())
+
+
 def _unit_to_si(unit: str) -> float | None:
     """Factor from a leadfield unit label to MNE's SI units, or None if unknown.
 

@@ -55,7 +55,7 @@ from ._scalp import Scalp, _get_scalp
 from ._score import (
     PREDICTORS,
     SCORE_NAME,
-    _check_weights,
+    score_weights,
     anatomical_score,
     select_prior,
 )
@@ -361,7 +361,7 @@ class AnatomicalPredictors:
         meta: dict[str, Any] = {
             "Description": "Anatomical predictors of laminar inference accuracy "
             "(Szul et al. 2025), one row per cortical column.",
-            "ScoreWeights": _check_weights(weights),
+            "ScoreWeights": score_weights(weights),
             "Methods": dict(self.methods),
             "NColumnsKept": int(np.isfinite(score).sum()),
         }
@@ -628,6 +628,24 @@ def _check_inside(points, closest, tri, scalp: Scalp) -> None:
             f"{int(outside.sum())} pial vertex/vertices lie outside the scalp surface "
             f"({scalp.source}): are the surfaces and the scalp in the same frame (MRI, m)?"
         )
+
+
+# ======================================================================= names
+def map_fname(root, subject, session, hemi, spacing, name) -> Path:
+    """GIFTI map of one predictor (or the score) of one hemisphere."""
+    return bids.bids_fname(
+        root, subject=subject, session=session, datatype="anat", hemi=hemi,
+        space="individual", den=spacing, desc=MAP_DESC[name], suffix="stat",
+        extension=".func.gii",
+    )  # fmt: skip
+
+
+def table_fname(root, subject, session, spacing) -> Path:
+    """The predictors TSV (one row per column); its sidecar has the priors."""
+    return bids.bids_fname(
+        root, subject=subject, session=session, datatype="anat", space="individual",
+        den=spacing, desc="laminar", suffix="predictors", extension=".tsv",
+    )  # fmt: skip
 
 
 # ========================================================================= MNI

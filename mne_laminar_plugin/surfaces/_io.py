@@ -121,7 +121,8 @@ def layer_descriptions(n_layers: int) -> dict[str, str]:
     return out
 
 
-def _density(surf: LaminarSurfaces) -> str:
+def density_description(surf: LaminarSurfaces) -> str:
+    """The ``Density`` of the sidecars: how the columns were chosen, per hemisphere."""
     n = {h: int((surf.hemi == h).sum()) for h in HEMIS}
     if surf.spacing == "all":
         how = "all FreeSurfer vertices"
@@ -140,7 +141,7 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
     q = surf.qc
     out = {
         "SpatialReference": SPATIAL_REFERENCE,
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "NumberOfLayers": surf.n_layers,
         "LayerOrder": LAYER_ORDER,
         "DepthFractions": surf.fractions.tolist(),
@@ -395,7 +396,7 @@ def _columns_sidecar(surf: LaminarSurfaces) -> dict:
     return {
         "Description": "Every candidate cortical column (after subsampling): kept in "
         "every layer, or dropped in every layer with the reason.",
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "SpatialReference": SPATIAL_REFERENCE,
         "hemi": {"LongName": "Hemisphere", "Levels": {"L": "left", "R": "right"}},
         "vertex": {

@@ -24,12 +24,7 @@ from .... import bids
 from .... import predictors as P
 from .... import surfaces as S
 
-# library privates the step still uses (issue 10, phase 2 makes them public)
-from ....predictors._lf_rms_diff import _physical_units
-from ....predictors._scalp import _scalp_candidates
-from ....predictors._score import _check_weights
 from ....report import viz
-from ....surfaces._io import _density
 from ... import _mbp
 
 SECTION = "Anatomical predictors"
@@ -45,21 +40,7 @@ CMAPS = {
 
 
 # ------------------------------------------------------------------ names
-def map_fname(root, subject, session, hemi, spacing, name) -> Path:
-    """GIFTI map of one predictor (or the score) of one hemisphere."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", hemi=hemi,
-        space="individual", den=spacing, desc=P.MAP_DESC[name], suffix="stat",
-        extension=".func.gii",
-    )  # fmt: skip
-
-
-def table_fname(root, subject, session, spacing) -> Path:
-    """The predictors TSV (one row per column); its sidecar has the priors."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", space="individual",
-        den=spacing, desc="laminar", suffix="predictors", extension=".tsv",
-    )  # fmt: skip
+map_fname, table_fname = P.map_fname, P.table_fname  # the library names them
 
 
 def _stale_patterns(subject, session) -> list[str]:
@@ -99,7 +80,7 @@ def _read_leadfield(fname, n_layers):
 
 
 def _scalp_file(cfg) -> Path | None:
-    for fname in _scalp_candidates(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
+    for fname in P.scalp_files(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
         if fname.is_file():
             return fname
     return None
@@ -188,9 +169,7 @@ def run_predictors(
         os.path.relpath(scalp.source, cfg.fs_subjects_dir)
     ).as_posix()  # no machine-specific paths in the sidecars
     cov, info, rank = _whitener(cfg, in_files)
-    if cov is not None and (
-        leadfield.synthetic or not set(leadfield.units) <= set(_physical_units())
-    ):
+    if cov is not None and not P.can_whiten(leadfield):
         msg = "The leadfield has no physical units (random?): not whitening"
         logger.info(**gen_log_kwargs(message=msg))
         cov = info = rank = None
@@ -250,7 +229,7 @@ def _mni(pred, cfg, records) -> bool:
 def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights, mni):
     root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
     anat = bids.subject_dir(root, subject, session, "anat")
-    density = _density(surf)
+    density = S.density_description(surf)
     sources = {
         hemi: bids.dataset_uri(S.layer_fname(root, subject, session, hemi, 0, sp), {"": root})
         for hemi in S.HEMIS
@@ -279,7 +258,7 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
             if name in pred.methods:
                 side["Method"] = pred.methods[name]
             if name == P.SCORE_NAME:
-                side["ScoreWeights"] = _check_weights(weights)
+                side["ScoreWeights"] = P.score_weights(weights)
             written += [fname, bids.write_json(bids.sidecar(fname), side)]
     tsv = table_fname(root, subject, session, sp)
     extra = {
@@ -408,7 +387,7 @@ def _methods_table(pred, cfg) -> str:
     rows = [(name, pred.units[name], pred.methods.get(name, ""), n_nan[name])
             for name in P.PREDICTORS]  # fmt: skip
     rows.append((P.SCORE_NAME, "arbitrary",
-                 f"weights {_check_weights(cfg.laminar_score_weights)}",
+                 f"weights {P.score_weights(cfg.laminar_score_weights)}",
                  int((~pred.kept).sum())))  # fmt: skip
     return viz.html_table(
         ("predictor", "units", "method", "NaN columns"), rows,

@@ -25,7 +25,6 @@ from .... import predictors as P
 from ....report import viz
 from ....surfaces import HEMIS
 from ... import _mbp
-from ._03_predictors import table_fname
 
 SECTION = "Anatomical predictors (group)"
 AVERAGE = "average"
@@ -75,7 +74,7 @@ def get_input_fnames_group_predictors(
     assert subject == AVERAGE
     in_files: dict[str, Path] = {}
     for sub, fs_sub in cfg.group_subjects:
-        in_files[f"{sub}-predictors"] = table_fname(
+        in_files[f"{sub}-predictors"] = P.table_fname(
             cfg.laminar_root, sub, session, cfg.laminar_column_spacing
         )
         for hemi in HEMIS:
@@ -318,7 +317,7 @@ def _available_subjects(config, session, template_dir):
     subjects = [s for s, ses in get_subjects_sessions(config).items() if session in ses]
     for sub in subjects:
         fs_sub = get_fs_subject(config=config, subject=sub, session=session)
-        need = [table_fname(root, sub, session, config.laminar_column_spacing)]
+        need = [P.table_fname(root, sub, session, config.laminar_column_spacing)]
         need += [template_dir.parent / fs_sub / "surf" / f"{h}.sphere.reg" for h in HEMIS]
         missing = [str(p) for p in need if not p.is_file()]
         if missing:
