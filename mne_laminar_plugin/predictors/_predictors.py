@@ -118,6 +118,9 @@ class AnatomicalPredictors:
         Units of every predictor.
     methods : dict
         How each predictor was computed (scalp, leadfield channels, ...).
+    saved_score : array, shape (n_columns,) | None
+        The score column of the TSV it was read from (:meth:`from_tsv`), else
+        None (:meth:`score` computes it).
     """
 
     thickness: np.ndarray
@@ -129,6 +132,7 @@ class AnatomicalPredictors:
     pos: np.ndarray | None = None
     units: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)
+    saved_score: np.ndarray | None = None
 
     def __post_init__(self):
         for name in PREDICTORS:
@@ -406,6 +410,7 @@ class AnatomicalPredictors:
             pos=pos,
             units=units,
             methods=dict(side.get("Methods", {})),
+            saved_score=num(SCORE_NAME) if SCORE_NAME in cols else None,
         )
 
 

@@ -163,9 +163,10 @@ def run_group_predictors(
     best_rows = []
     for sub, _ in cfg.group_subjects:
         fname = in_files.pop(f"{sub}-predictors")
-        table = bids.read_tsv(fname)
         pred = P.AnatomicalPredictors.from_tsv(fname)
-        score = np.array([np.nan if v == "n/a" else float(v) for v in table[P.SCORE_NAME]])
+        if pred.saved_score is None:
+            raise ValueError(f"{fname} has no {P.SCORE_NAME!r} column (rerun laminar/predictors)")
+        score = pred.saved_score
         best = int(np.nanargmax(score))
         for hemi in HEMIS:
             sphere = mne.read_surface(in_files.pop(f"{sub}-sphere-{hemi}"))[0]
