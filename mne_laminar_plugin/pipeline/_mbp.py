@@ -50,12 +50,17 @@ def laminar_cfg(config: SimpleNamespace, subject: str, session: str | None) -> d
     )
 
 
-def ensure_dataset(cfg: SimpleNamespace) -> Path:
-    """Create/update the laminar derivative dataset's top-level files."""
+def source_relpath(cfg: SimpleNamespace) -> str:
+    """The raw BIDS dataset relative to the laminar derivative root."""
     import os
 
-    rel = Path(os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve()))
-    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=rel.as_posix())
+    rel = os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve())
+    return Path(rel).as_posix()
+
+
+def ensure_dataset(cfg: SimpleNamespace) -> Path:
+    """Create/update the laminar derivative dataset's top-level files."""
+    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=source_relpath(cfg))
 
 
 def mbp_path(

@@ -197,7 +197,10 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     return uris, links
 
 
-def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale):
+def _save(
+    surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale,
+    source_relpath=None,
+):  # fmt: skip
     import nibabel as nib
     from nibabel.gifti import GiftiCoordSystem, GiftiDataArray, GiftiImage
 
@@ -205,8 +208,8 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
     spacing = surf.spacing
     # dataset-level files (keep an existing DatasetLinks target)
     dd = root / "dataset_description.json"
-    rel = "../.."
-    if dd.is_file():
+    rel = "../.." if source_relpath is None else str(source_relpath)
+    if source_relpath is None and dd.is_file():
         with contextlib.suppress(Exception):
             rel = bids.read_json(dd)["DatasetLinks"]["raw"]
     uris, links = _source_uris(surf, root, rel)

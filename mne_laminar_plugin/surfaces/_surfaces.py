@@ -534,7 +534,10 @@ class LaminarSurfaces:
 
     # ------------------------------------------------------------ I/O
     @verbose
-    def save(self, root, subject, session=None, *, remove_stale=True, verbose=None):
+    def save(
+        self, root, subject, session=None, *, remove_stale=True, source_relpath=None,
+        verbose=None,
+    ):  # fmt: skip
         """Write the derivative files (GIFTI surfaces, orientations, TSV, JSON).
 
         All files are written to temporary names and renamed together at the
@@ -553,6 +556,10 @@ class LaminarSurfaces:
             BIDS session label.
         remove_stale : bool
             Remove this subject's layer-surface files not written now.
+        source_relpath : str | None
+            The raw dataset relative to ``root`` (``DatasetLinks["raw"]``);
+            None keeps the one of an existing ``dataset_description.json``,
+            else ``"../.."``.
         verbose : bool | str | int | None
             Control the logging level (see :func:`mne.verbose`).
 
@@ -563,7 +570,10 @@ class LaminarSurfaces:
         """
         from ._io import _save
 
-        return _save(self, Path(root), subject, session, remove_stale=remove_stale)
+        return _save(
+            self, Path(root), subject, session, remove_stale=remove_stale,
+            source_relpath=source_relpath,
+        )  # fmt: skip
 
     @classmethod
     @verbose

@@ -81,8 +81,11 @@ def run_layer_surfaces(
         f"{qc['thin_columns']}, zero-length links {qc['zero_length_link']}"
     )
     logger.info(**gen_log_kwargs(message=msg))
-    _mbp.ensure_dataset(cfg)
-    paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
+    # save writes the dataset-level files too (with the layers' descriptions)
+    paths = surf.save(
+        cfg.laminar_root, subject, session, source_relpath=_mbp.source_relpath(cfg),
+        verbose=False,
+    )  # fmt: skip
     for hemi in HEMIS:  # all read by from_freesurfer
         for kind in ("white", "pial", "sphere", "cortex_label", "aparc"):
             in_files.pop(f"{hemi}_{kind}", None)
