@@ -399,7 +399,8 @@ def _read_h5(fname, orientation_type=None, layers=None):
         data.column_hemi = None if hemi is None else np.asarray(hemi)
         data.n_layers = n_layers if sel is None else len(np.unique(layer[sel]))
         if sel is not None:  # renumber the selected layers 0..n-1
-            data.layer = np.searchsorted(np.unique(layer[sel]), data.layer)
+            data.layer_ids = np.unique(layer[sel])
+            data.layer = np.searchsorted(data.layer_ids, data.layer)
         data.n_columns = int(f.attrs["n_columns"])
         data.synthetic = bool(f.attrs["synthetic"])
         data.dropped_columns = np.asarray(f["dropped_columns"][()], int)

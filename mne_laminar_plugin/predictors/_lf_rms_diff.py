@@ -63,7 +63,7 @@ class _LF:
     info: Any = None
     columns: np.ndarray | None = None  # kept column ids (into the surfaces)
     n_columns: int | None = None  # columns of the surfaces (before dropping)
-    loaded_layers: list | None = None  # layers of the model held (partial read)
+    loaded_layers: list | None = None  # layers of the model held (partial read, sorted)
     hemi: np.ndarray | None = None  # per model column, if known
     vertno: np.ndarray | None = None
 
@@ -132,7 +132,7 @@ def _leadfield_parts(leadfield: Any) -> _LF:
         except (TypeError, AttributeError):  # LeadfieldData without column ids
             columns = None
         n_columns = getattr(leadfield, "n_columns", None) or None
-        loaded = (getattr(leadfield, "provenance", None) or {}).get("loaded_layers")
+        loaded = getattr(leadfield, "layer_ids", None)
         l_hemi = getattr(leadfield, "column_hemi", getattr(leadfield, "hemi", None))
         l_vert = getattr(leadfield, "column_vertno", getattr(leadfield, "vertno", None))
         if (
