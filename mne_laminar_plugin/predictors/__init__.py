@@ -4,7 +4,7 @@
 :func:`compute_predictors` (thickness, radiality, distance; TSV and GIFTI
 output), ``_lf_rms_diff`` the leadfield predictor, ``_scalp`` the scalp
 surface, ``_score`` the anatomical score and the prior choice, ``_rois`` the
-regions of interest.
+regions of interest, ``_template`` the mapping of columns to a template.
 """
 
 from ..mesh import closest_points_on_mesh, surface_normals_at
@@ -22,6 +22,7 @@ from ._predictors import (
 )
 from ._rois import read_roi, roi_column_name, roi_columns, roi_files, roi_name
 from ._scalp import Scalp, read_scalp, scalp_files
+from ._template import GAP_FACTOR, map_to_template, nearest_template_vertex
 from ._score import (
     PREDICTORS,
     SCORE_NAME,
@@ -38,11 +39,14 @@ __all__ = [
     "closest_points_on_mesh",
     "compute_predictors",
     "DESCRIPTIONS",
+    "GAP_FACTOR",
     "leadfield_rms_diff",
     "LONG_NAMES",
     "MAP_DESC",
+    "map_to_template",
     "map_fname",
     "mri_to_mni",
+    "nearest_template_vertex",
     "PREDICTORS",
     "read_roi",
     "read_scalp",
