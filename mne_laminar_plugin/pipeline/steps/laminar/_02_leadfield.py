@@ -111,10 +111,7 @@ def run_leadfield(
     in_files: dict,
 ) -> dict:
     """Simulate, load or generate the laminar leadfield of one subject/session."""
-    import mne
-
     mode = cfg.laminar_leadfield_mode
-    ori = cfg.laminar_orientation_type
     surf = None
     surf_files = {
         key: in_files.pop(key)
@@ -126,55 +123,8 @@ def run_leadfield(
             cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing,
             verbose=False,
         )  # fmt: skip
-    sources = {}
-    if mode == "simulate":
-        meg, eeg = _channel_flags(cfg)
-        dtype = "float32" if cfg.laminar_forward_float32 else "float64"
-        msg = (
-            f"Simulating the {ori} laminar leadfield: {surf.n_layers} layers x "
-            f"{surf.n_columns} columns, engine {cfg.laminar_forward_engine!r}, "
-            f"skull margin {cfg.laminar_skull_margin} mm"
-        )
-        logger.info(**gen_log_kwargs(message=msg))
-        info_fname = Path(in_files.pop("info").fpath)
-        sources = dict(
-            bem=Path(in_files.pop("bem")), trans=Path(in_files.pop("trans").fpath),
-            info=info_fname,
-        )  # fmt: skip
-        builder = L.LeadfieldBuilder(
-            surfaces=surf, bem=sources["bem"], trans=sources["trans"],
-            info=mne.io.read_info(info_fname, verbose=False),
-            mindist=cfg.laminar_skull_margin, engine=cfg.laminar_forward_engine,
-            meg=meg, eeg=eeg, dtype=dtype, verbose=False,
-        )  # fmt: skip
-        data = builder.simulate(cfg.fs_subject, ori)
-        data.provenance.update(bem=str(sources["bem"]), trans=str(sources["trans"]),
-                               info=str(info_fname))  # fmt: skip
-    elif mode == "random":
-        meg, eeg = _channel_flags(cfg)
-        info_fname = Path(in_files.pop("info").fpath)
-        sources = dict(info=info_fname)
-        info = mne.io.read_info(info_fname, verbose=False)
-        from ....forward import fwd_channel_picks
-
-        info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
-        seed = cfg.laminar_random_seed
-        msg = f"Generating a random {ori} leadfield (seed {seed})"
-        logger.info(**gen_log_kwargs(message=msg))
-        data = L.LeadfieldBuilder().random(
-            ori, len(info["ch_names"]), surf.n_layers * surf.n_columns,
-            random_state=seed, n_layers=surf.n_layers, subject=subject,
-        )  # fmt: skip
-        data.ch_names = list(info["ch_names"])
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-    else:
-        fname = Path(in_files.pop("leadfield"))
-        sources = dict(leadfield=fname)
-        msg = f"Loading the {ori} leadfield {fname}"
-        logger.info(**gen_log_kwargs(message=msg))
-        data = L.read_leadfield(fname, orientation_type=ori)
-        data.provenance.update(mode="load", subject=subject)
-        _attach_layout(data, surf)
+    make = dict(simulate=_simulate, random=_random, load=_load)[mode]
+    data, sources = make(cfg, subject, surf, in_files)
     if surf is not None:
         sources["surfaces"] = S.summary_fname(
             cfg.laminar_root, subject, session, cfg.laminar_column_spacing
@@ -190,6 +140,71 @@ def run_leadfield(
         _add_report(report, data, surf, cfg, paths, fwd_written)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
+
+
+def _simulate(cfg, subject, surf, in_files):
+    """The simulated leadfield (MBP's BEM, trans and info) and its inputs."""
+    import mne
+
+    meg, eeg = _channel_flags(cfg)
+    ori = cfg.laminar_orientation_type
+    dtype = "float32" if cfg.laminar_forward_float32 else "float64"
+    msg = (
+        f"Simulating the {ori} laminar leadfield: {surf.n_layers} layers x "
+        f"{surf.n_columns} columns, engine {cfg.laminar_forward_engine!r}, "
+        f"skull margin {cfg.laminar_skull_margin} mm"
+    )
+    logger.info(**gen_log_kwargs(message=msg))
+    info_fname = Path(in_files.pop("info").fpath)
+    sources = dict(
+        bem=Path(in_files.pop("bem")), trans=Path(in_files.pop("trans").fpath),
+        info=info_fname,
+    )  # fmt: skip
+    builder = L.LeadfieldBuilder(
+        surfaces=surf, bem=sources["bem"], trans=sources["trans"],
+        info=mne.io.read_info(info_fname, verbose=False),
+        mindist=cfg.laminar_skull_margin, engine=cfg.laminar_forward_engine,
+        meg=meg, eeg=eeg, dtype=dtype, verbose=False,
+    )  # fmt: skip
+    data = builder.simulate(cfg.fs_subject, ori)
+    data.provenance.update(bem=str(sources["bem"]), trans=str(sources["trans"]),
+                           info=str(info_fname))  # fmt: skip
+    return data, sources
+
+
+def _random(cfg, subject, surf, in_files):
+    """A random leadfield with the channels of MBP's info, and its inputs."""
+    import mne
+
+    from ....forward import fwd_channel_picks
+
+    meg, eeg = _channel_flags(cfg)
+    ori = cfg.laminar_orientation_type
+    info_fname = Path(in_files.pop("info").fpath)
+    info = mne.io.read_info(info_fname, verbose=False)
+    info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
+    seed = cfg.laminar_random_seed
+    msg = f"Generating a random {ori} leadfield (seed {seed})"
+    logger.info(**gen_log_kwargs(message=msg))
+    data = L.LeadfieldBuilder().random(
+        ori, len(info["ch_names"]), surf.n_layers * surf.n_columns,
+        random_state=seed, n_layers=surf.n_layers, subject=subject,
+    )  # fmt: skip
+    data.ch_names = list(info["ch_names"])
+    data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+    return data, dict(info=info_fname)
+
+
+def _load(cfg, subject, surf, in_files):
+    """The leadfield of ``laminar_leadfield_dir`` (with the surfaces' layout)."""
+    fname = Path(in_files.pop("leadfield"))
+    ori = cfg.laminar_orientation_type
+    msg = f"Loading the {ori} leadfield {fname}"
+    logger.info(**gen_log_kwargs(message=msg))
+    data = L.read_leadfield(fname, orientation_type=ori)
+    data.provenance.update(mode="load", subject=subject)
+    _attach_layout(data, surf)
+    return data, dict(leadfield=fname)
 
 
 def _attach_layout(data: L.LeadfieldData, surf) -> None:
