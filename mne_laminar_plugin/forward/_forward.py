@@ -482,6 +482,10 @@ def compute_laminar_forward(
 ) -> LaminarForward:
     """Compute the laminar leadfield of every layer in one forward computation.
 
+    Long on purpose: argument checks, the column drop test, the engine call
+    and the provenance are one sequence whose intermediate arrays all feed
+    the returned :class:`LaminarForward`.
+
     Parameters
     ----------
     surfaces : LaminarSurfaces

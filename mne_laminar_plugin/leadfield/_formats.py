@@ -338,6 +338,12 @@ def _h5_str_list(f, key):
 
 
 def _read_h5(fname, orientation_type=None, layers=None):
+    """Read a ``.h5`` leadfield, optionally only some layers.
+
+    One function on purpose: every dataset is read inside one open h5py
+    file, and the partial-layer read needs the layer index before the
+    others; splitting would pass the open file and the selection around.
+    """
     import h5py
     from mne.transforms import Transform
 

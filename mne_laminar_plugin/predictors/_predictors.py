@@ -462,6 +462,9 @@ def compute_predictors(
 ) -> AnatomicalPredictors:
     """Compute the four anatomical predictors of laminar inference accuracy.
 
+    Long on purpose: the checks of the leadfield/surfaces layout, then the
+    four predictors in turn, sharing the kept columns and their masks.
+
     Parameters
     ----------
     surfaces : LaminarSurfaces

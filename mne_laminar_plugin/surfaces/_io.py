@@ -201,6 +201,12 @@ def _save(
     surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale,
     source_relpath=None,
 ):  # fmt: skip
+    """Write every file of :meth:`LaminarSurfaces.save` (see there).
+
+    One function on purpose: all files go to temporary names inside one
+    ``ExitStack`` and are renamed together at the end, so that an error
+    leaves no partial output; the sidecars share the per-call URIs.
+    """
     import nibabel as nib
     from nibabel.gifti import GiftiCoordSystem, GiftiDataArray, GiftiImage
 

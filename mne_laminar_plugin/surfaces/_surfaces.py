@@ -389,6 +389,9 @@ class LaminarSurfaces:
     ):
         """Layer surfaces of a FreeSurfer subject.
 
+        Long on purpose: reads, masks and interpolates in one pass per
+        hemisphere and records the QC counts of every step in one ``qc`` dict.
+
         Parameters
         ----------
         subject : str
