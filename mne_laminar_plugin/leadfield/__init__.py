@@ -8,7 +8,7 @@ depth ratio, outlier columns and their plots.
 """
 
 from .._conventions import ARBITRARY, UNIT_LABELS, UNITS, pretty_unit
-from ._builder import LeadfieldBuilder, from_laminar_forward
+from ._builder import LeadfieldBuilder, attach_layout, from_laminar_forward
 from ._data import LeadfieldData
 from ._formats import (
     FIF_TAG_LIMIT,
@@ -31,6 +31,7 @@ from ._qc import (
 from ._units import si_to_target_units, unit_conversion
 
 __all__ = [
+    "attach_layout",
     "pretty_unit",
     "ARBITRARY",
     "column_norms",

@@ -358,6 +358,46 @@ def _describe(obj):
     return f"instance of {type(obj).__name__}"
 
 
+def attach_layout(data: LeadfieldData, surfaces) -> str | None:
+    """Give a loaded leadfield the layers and columns of the surfaces, if they match.
+
+    A laminar leadfield (``n_layers > 1``) of the same layout gets the
+    surfaces' column hemispheres and vertices; a flat one with
+    ``n_layers * n_columns`` sources is taken as layer-major over the
+    surfaces' columns (``provenance["layout"]`` says so).
+
+    Parameters
+    ----------
+    data : LeadfieldData
+        Modified in place.
+    surfaces : LaminarSurfaces
+        The layer surfaces the leadfield was computed for.
+
+    Returns
+    -------
+    mismatch : str | None
+        Why the leadfield keeps its own layout (its layers x columns differ
+        from the surfaces'), else None.
+    """
+    surf = surfaces
+    if data.n_layers > 1:
+        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
+            return (
+                f"The loaded leadfield has {data.n_layers} layers x "
+                f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
+                f"{surf.n_columns}: the leadfield's own layout is kept"
+            )
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        return None
+    if data.n_sources == surf.n_layers * surf.n_columns:
+        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
+        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
+        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        data.provenance["layout"] = "layer-major, from the layer surfaces"
+    return None
+
+
 def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
     """LeadfieldData from a :class:`~mne_laminar_plugin.forward.LaminarForward`.
 

@@ -203,32 +203,11 @@ def _load(cfg, subject, surf, in_files):
     logger.info(**gen_log_kwargs(message=msg))
     data = L.read_leadfield(fname, orientation_type=ori)
     data.provenance.update(mode="load", subject=subject)
-    _attach_layout(data, surf)
+    if surf is not None:
+        mismatch = L.attach_layout(data, surf)
+        if mismatch:
+            logger.warning(**gen_log_kwargs(message=mismatch))
     return data, dict(leadfield=fname)
-
-
-def _attach_layout(data: L.LeadfieldData, surf) -> None:
-    """Give a loaded leadfield the layers/columns of the surfaces when they match."""
-    if surf is None:
-        return
-    if data.n_layers > 1:
-        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
-            logger.warning(
-                **gen_log_kwargs(
-                    message=f"The loaded leadfield has {data.n_layers} layers x "
-                    f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
-                    f"{surf.n_columns}: the leadfield's own layout is kept"
-                )
-            )
-        else:
-            data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        return
-    if data.n_sources == surf.n_layers * surf.n_columns:
-        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
-        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
-        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        data.provenance["layout"] = "layer-major, from the layer surfaces"
 
 
 def _uri(cfg, path) -> str | None:
