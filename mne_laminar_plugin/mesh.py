@@ -334,6 +334,11 @@ class _TriGeom:
         ac = rr[tris[:, 2]] - rr[tris[:, 0]]
         self.a, self.ab, self.ac = a, ab, ac
         self.gram = np.stack([_rowdot(ab, ab), _rowdot(ab, ac), _rowdot(ac, ac)], axis=1)
+        # the longest edge and the largest |a|: bounds of the float32 rounding
+        bc = ac - ab
+        self.edge = float(np.sqrt(max(self.gram[:, 0].max(), self.gram[:, 2].max(),
+                                      _rowdot(bc, bc).max())))  # fmt: skip
+        self.radius = float(np.sqrt(_rowdot(a, a).max()))
         self.packed = np.concatenate([a, ab, ac, self.gram], axis=1).astype(np.float32)
 
 
@@ -395,19 +400,23 @@ def _closest_candidates(points, geom, which, cand, dist, closest, tri_idx):
         g = geom.packed[c]  # (n, C, 12)
         ap = rel[idx][:, np.newaxis, :] - g[..., 0:3]
         _, _, d2 = _closest_params(ap, g[..., 3:6], g[..., 6:9], g[..., 9], g[..., 10], g[..., 11])
-        # float32 rounding bound of d2 (a few eps of the terms it sums)
-        err = 1e-6 * (_rowdot(ap, ap) + g[..., 9] + g[..., 11])
         d2[~valid] = np.inf
-        # exact (float64) evaluation of every candidate that can be the closest
-        near = d2 - err <= np.min(d2 + err, axis=1, keepdims=True)
-        row, col = np.nonzero(near)
+        # exact (float64) evaluation of every candidate that can be the
+        # closest: for those, float32 d2 is off by a few eps of
+        # |ap|^2 + edge^2 + |ap| |a| (|ap| <= d + edge, |a| <= radius)
+        d2min = d2.min(axis=1, keepdims=True)
+        reach = np.sqrt(d2min) + geom.edge
+        near = d2 <= d2min + 1e-6 * (d2min + geom.edge**2 + reach * geom.radius)
+        row, col = np.nonzero(near)  # row-major: rows in order
         tb = c[row, col]
         ap64 = points[idx[row]] - geom.origin - geom.a[tb]
         s, t, _ = _closest_params(ap64, geom.ab[tb], geom.ac[tb], *geom.gram[tb].T)
         diff = ap64 - s[:, np.newaxis] * geom.ab[tb] - t[:, np.newaxis] * geom.ac[tb]
         dd = _rowdot(diff, diff)
-        order = np.lexsort((dd, row))  # per point (row), smallest first
-        first = order[np.unique(row[order], return_index=True)[1]]
+        start = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        best = np.minimum.reduceat(dd, start)
+        first = np.flatnonzero(dd == np.repeat(best, np.diff(np.r_[start, len(dd)])))
+        first = first[np.r_[True, row[first][1:] != row[first][:-1]]]  # first per row
         tb, diff = tb[first], diff[first]
         d_best = np.sqrt(dd[first])
         better = d_best < dist[idx]
