@@ -242,8 +242,9 @@ def test_unsupported_mbp_version(version):
 def test_supported_mbp_range_is_the_pyproject_requirement():
     """One source: the host's range is pyproject's mne-bids-pipeline requirement."""
     import re
-    import tomllib
     from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     from mne_laminar_plugin.pipeline.host import supported_mbp
 
