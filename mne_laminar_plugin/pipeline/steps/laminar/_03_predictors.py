@@ -21,9 +21,9 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from .... import bids
+from .... import leadfield as L
 from .... import predictors as P
 from .... import surfaces as S
-
 from ....report import viz
 from ... import _mbp
 
@@ -61,21 +61,13 @@ def _surface_files(cfg, subject, session) -> dict[str, Path]:
 
 def _leadfield_file(cfg, subject, session) -> Path:
     """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    from .... import leadfield as L
-
-    if hasattr(L, "leadfield_fname"):
-        return Path(L.leadfield_fname(cfg.laminar_root, subject, session,
-                                      datatype=cfg.datatype, kind="h5"))  # fmt: skip
-    return bids.bids_fname(
-        cfg.laminar_root, subject=subject, session=session, datatype=cfg.datatype,
-        desc="laminar", suffix="leadfield", extension=".h5",
-    )  # fmt: skip
+    return L.leadfield_fname(
+        cfg.laminar_root, subject, session, datatype=cfg.datatype, kind="h5"
+    )
 
 
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
-    from .... import leadfield as L
-
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
 
 
