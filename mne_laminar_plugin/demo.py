@@ -10,7 +10,7 @@ never download anything:
   gradiometers each, Vectorview coil types) spread over MNE's bundled
   ``306m`` helmet, in a plausible device-to-head position;
 - data: an evoked response from a known cortical patch at a known depth
-  (forward model: the subject's single-layer BEM) plus coloured sensor noise,
+  (forward model: the subject's single-layer ico-3 BEM) plus coloured sensor noise,
   written with mne-bids, with a T1w image and landmarks so that MBP computes
   the head-MRI transform itself.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,15 +190,24 @@ def _write_fs_subject(subjects_dir: Path, subject: str, scale: float) -> dict:
     return geom
 
 
+#: voxel size (mm) and shape of the demo's T1: FreeSurfer's LIA orientation and
+#: 256 mm field of view, at 2 mm (a quick demo: 8 times fewer voxels than a
+#: conformed 1 mm volume to build, and half the slices in MBP's BEM figure)
+T1_VOXEL_MM = 2.0
+T1_SHAPE = (128, 128, 128)
+
+
 def _t1_affine() -> np.ndarray:
-    """FreeSurfer conformed (LIA, 1 mm, 256^3) vox2ras with c_ras = 0."""
-    return np.array(
-        [[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]]
-    )
+    """LIA vox2ras of the demo T1 with c_ras = 0 (equal to its vox2ras_tkr)."""
+    d, half = T1_VOXEL_MM, T1_VOXEL_MM * T1_SHAPE[0] / 2
+    return np.array([[-d, 0, 0, half], [0, 0, d, -half], [0, -d, 0, half], [0, 0, 0, 1]])
 
 
 def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarray:
-    """Voxels inside a closed surface: rasterise its triangles, fill the shell."""
+    """Voxels inside a closed surface: rasterise its triangles, fill the shell.
+
+    The fill runs on the surface's bounding box only (plus one voxel).
+    """
     from scipy import ndimage
 
     inv = np.linalg.inv(_t1_affine())
@@ -207,16 +217,23 @@ def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarr
         np.linalg.norm(v2 - v0, axis=1).max(),
         np.linalg.norm(v2 - v1, axis=1).max(),
     )
-    n = int(np.ceil(edge / 0.4)) + 1
+    n = int(np.ceil(edge / (0.4 * T1_VOXEL_MM))) + 1
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     keep = i + j <= n
     a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
     pts = (v0 + a * (v1 - v0) + b * (v2 - v0)).reshape(-1, 3)
     vox = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-    ok = np.all((vox >= 0) & (vox < np.array(shape)), axis=1)
-    shell = np.zeros(shape, bool)
-    shell[tuple(vox[ok].T)] = True
-    return ndimage.binary_fill_holes(shell)
+    vox = vox[np.all((vox >= 0) & (vox < np.array(shape)), axis=1)]
+    out = np.zeros(shape, bool)
+    if not len(vox):
+        return out
+    lo = np.maximum(vox.min(0) - 1, 0)
+    hi = np.minimum(vox.max(0) + 2, shape)
+    shell = np.zeros(tuple(hi - lo), bool)
+    shell[tuple((vox - lo).T)] = True
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = ndimage.binary_fill_holes(shell)
+    return out
 
 
 def _write_t1(fname: Path, geom: dict) -> None:
@@ -224,7 +241,7 @@ def _write_t1(fname: Path, geom: dict) -> None:
     import nibabel as nib
     from scipy import ndimage
 
-    shape = (256, 256, 256)
+    shape = T1_SHAPE
     img = np.zeros(shape, np.float32)
     img[_fill_surface(*geom["head"], shape)] = 60.0  # scalp and skull
     img[_fill_surface(*geom["inner_skull"], shape)] = 25.0  # CSF
@@ -447,6 +464,7 @@ def make_demo_dataset(
     seed: int = 42,
     overwrite: bool = False,
     verbose: str | None = "error",
+    progress: bool = False,
 ) -> DemoDataset:
     """Write the offline demo dataset and its MBP config.
 
@@ -463,6 +481,8 @@ def make_demo_dataset(
         Rebuild even if ``root`` already holds a complete demo.
     verbose : str | None
         MNE log level while writing.
+    progress : bool
+        Print one line per stage of each subject (``mne-laminar demo`` does).
 
     Returns
     -------
@@ -487,7 +507,7 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
-    stamp = dict(n_subjects=n_subjects, seed=seed, version=2)
+    stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
     if not overwrite and truth_path.is_file() and config_path.is_file():
         have = json.loads(truth_path.read_text())
         if have.get("stamp") == stamp:
@@ -506,11 +526,19 @@ def make_demo_dataset(
             overwrite=True,
         )
         rng_master = np.random.default_rng(seed)
+        t_start = time.perf_counter()
+
+        def _say(msg: str) -> None:
+            if progress:
+                print(f"[{time.perf_counter() - t_start:5.1f} s] {msg}", flush=True)
+
+        _say(f"Building the demo dataset ({n_subjects} subject(s)) in {root}")
         for subject in subjects:
             sub_seed = int(rng_master.integers(0, 2**31 - 1))
             rng = np.random.default_rng(sub_seed)
             fs_subject = f"sub-{subject}"
             scale = float(rng.uniform(0.96, 1.04))
+            _say(f"sub-{subject}: FreeSurfer subject (surfaces, BEM surfaces, T1)")
             geom = _write_fs_subject(subjects_dir, fs_subject, scale)
             src_info = _choose_source(geom, rng)
             label_fname = subjects_dir / fs_subject / "label" / f"lh.{ROI_NAME}.label"
@@ -551,7 +579,10 @@ def make_demo_dataset(
             src = mne.setup_volume_source_space(
                 subject=None, pos=dict(rr=rr, nn=nn), verbose="error"
             )
-            model = mne.make_bem_model(fs_subject, ico=4, conductivity=(0.3,),
+            # ico-3 (1280 triangles): a different (coarser) BEM than MBP's ico-4
+            # one, so that the demo's inverse does not use the simulation's model
+            _say(f"sub-{subject}: forward model of the source patch (1-layer ico-3 BEM)")
+            model = mne.make_bem_model(fs_subject, ico=3, conductivity=(0.3,),
                                        subjects_dir=subjects_dir)
             bem = mne.make_bem_solution(model)
             fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
@@ -562,6 +593,7 @@ def make_demo_dataset(
             raw.set_meas_date(None)
 
             bids_path = BIDSPath(subject=subject, task=TASK, datatype="meg", root=bids_root)
+            _say(f"sub-{subject}: writing {N_TRIALS} simulated trials as BIDS (MEG, T1w)")
             write_raw_bids(
                 raw, bids_path, events=events, event_id={CONDITION: 1},
                 format="FIF", allow_preload=True, overwrite=True,

@@ -117,9 +117,11 @@ def test_freesurfer_subject_usable_by_mne(demo):
     inner["rr"] = inner["rr"] / 1000.0
     check = mne.surface._CheckInside(inner)
     assert check(pial[~medial] / 1000.0).mean() > 0.99
-    # the T1 is conformed, tkRAS == scanner RAS, and brighter in white matter
+    # the T1: FreeSurfer's LIA orientation and 256 mm field of view at 2 mm,
+    # tkRAS == scanner RAS, and brighter in white matter
     t1 = nib.load(demo.subjects_dir / "sub-01/mri/T1.mgz")
-    assert t1.shape == (256, 256, 256)
+    assert t1.shape == (128, 128, 128)
+    np.testing.assert_allclose(t1.header.get_zooms(), (2.0, 2.0, 2.0))
     np.testing.assert_allclose(t1.header.get_vox2ras_tkr(), t1.affine, atol=1e-4)
     vox = np.rint(mne.transforms.apply_trans(np.linalg.inv(t1.affine), white[::50])).astype(int)
     data = np.asarray(t1.dataobj)
@@ -136,7 +138,8 @@ def test_evoked_response_comes_from_the_known_source(demo):
                         picks="mag", verbose="error")
     evoked = epochs.average()
     truth = demo.truth["01"]
-    # independent forward of the true patch (ico-3 BEM; the demo used ico-4)
+    # independent forward of the true patch: a sphere fitted to the head
+    # shape (the demo simulated with a 1-layer ico-3 BEM)
     sub = demo.subjects_dir / "sub-01"
     white = nib.freesurfer.read_geometry(sub / "surf/lh.white")[0]
     pial = nib.freesurfer.read_geometry(sub / "surf/lh.pial")[0]
@@ -148,10 +151,8 @@ def test_evoked_response_comes_from_the_known_source(demo):
     trans = get_head_mri_trans(bp, fs_subject="sub-01", fs_subjects_dir=demo.subjects_dir,
                                verbose="error")
     src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), verbose="error")
-    model = mne.make_bem_model("sub-01", ico=3, conductivity=(0.3,),
-                               subjects_dir=demo.subjects_dir, verbose="error")
-    bem = mne.make_bem_solution(model, verbose="error")
-    fwd = mne.make_forward_solution(evoked.info, trans, src, bem, eeg=False,
+    sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose="error")
+    fwd = mne.make_forward_solution(evoked.info, trans, src, sphere, eeg=False,
                                     verbose="error")
     fwd = mne.convert_forward_solution(fwd, force_fixed=True, verbose="error")
     topo = fwd["sol"]["data"].sum(1)

@@ -17,6 +17,8 @@ from mne_laminar_plugin import bids
 pytestmark = pytest.mark.slow
 
 SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors")
+#: caption of an MBP 3D figure replaced by 2D projections
+TWO_D = "Drawn by mne-laminar as 2D matplotlib projections"
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,12 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
             assert section in report, section
         # MBP's own sections are still there
         assert "Sensor alignment" in report and "Forward solution" in report
+        # MNE_LAMINAR_3D=2d reached the loky workers: the coregistration and
+        # the 3 source-estimate time points are labelled 2D replacements
+        assert report.count(TWO_D) == 4, report.count(TWO_D)
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert lines == ["mne-laminar: 3D figures: 2D matplotlib projections instead of 3D views; "
+                     "MNE_LAMINAR_3D=2d"]  # fmt: skip
     # MBP's xlsx log has our steps' sheets
     import openpyxl
 
@@ -201,3 +209,54 @@ def test_second_plugin_stage_through_the_cli(loky_run, tmp_path):
     # both plugins coexist: laminar still runs in the same invocation
     res = run_cli("run", str(cfg), "--steps", "hello,laminar/layer_surfaces", env=env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+
+
+def test_demo_headless_without_xvfb(tmp_path):
+    """The README's demo on a bare headless node: no DISPLAY, no Xvfb on PATH.
+
+    Whatever OpenGL this machine has (EGL/OSMesa or none), the demo finishes
+    and the report has MBP's forward section and the three laminar sections.
+    """
+    from conftest import path_without_xvfb, run_cli
+
+    res = run_cli("demo", str(tmp_path / "demo"), env={"PATH": path_without_xvfb()},
+                  unset=("DISPLAY", "WAYLAND_DISPLAY", "MNE_LAMINAR_3D"))  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(("mne-laminar: 3D figures: offscreen VTK",
+                                "mne-laminar: 3D figures: 2D matplotlib"))  # fmt: skip
+    assert "no X display and no Xvfb on PATH" in lines[0]
+    report = tmp_path / "demo/bids/derivatives/mne-bids-pipeline/sub-01/meg/sub-01_report.html"
+    assert f"Report: {report}" in out
+    html = report.read_text(encoding="utf-8")
+    for section in (*SECTIONS, "Forward solution", "Sensor alignment", "BEM"):
+        assert section in html, section
+    # MBP's coregistration and source figures, drawn without MNE's Qt backend
+    assert html.count("Drawn by mne-laminar") == 4
+    # the data-building phase reported its progress
+    assert "Demo dataset written in" in out and "Building the demo dataset" in out
+
+
+def test_xvfb_path_draws_with_mne_3d(loky_run):
+    """With Xvfb on PATH and no DISPLAY, MNE's own 3D backend draws MBP's figures."""
+    from conftest import run_cli
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed (the Debian package xvfb)")
+    demo, _ = loky_run
+    res = run_cli("run", str(demo.config_path), "--steps", "source/make_forward", "--no-cache",
+                  env={"_MNE_BIDS_STUDY_TESTING": "true"},
+                  unset=("DISPLAY", "WAYLAND_DISPLAY", "MNE_LAMINAR_3D"))  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert len(lines) == 1 and "MNE's 3D backend on a private Xvfb" in lines[0], lines
+    for subject in demo.subjects:
+        report = demo.deriv_root / f"sub-{subject}" / "meg" / f"sub-{subject}_report.html"
+        html = report.read_text(encoding="utf-8")
+        # the coregistration is MNE's again (its caption has no replacement note);
+        # the 3 source-estimate images of the 2D run are still 2D
+        assert "Sensor alignment" in html and "Forward solution" in html
+        assert html.count(TWO_D) == 3, html.count(TWO_D)

@@ -39,6 +39,15 @@ mindist = 5.0
 noise_cov = (None, 0)
 inverse_method = "dSPM"
 
+# ------------------------------------------------------ quick-look settings
+# What a user would choose for a first look (about a minute end to end):
+# an empirical noise covariance instead of MBP's cross-validated shrinkage,
+# a few time points in the report's evoked and source figures, no raw PSD.
+noise_cov_method = "empirical"
+report_evoked_n_time_points = 3
+report_stc_n_time_points = 3
+plot_psd_for_runs = []
+
 # ---------------------------------------------------------------- laminar
 laminar_n_layers = 11
 laminar_depth_method = "equidistant"
