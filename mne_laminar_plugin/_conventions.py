@@ -11,20 +11,44 @@ from __future__ import annotations
 from mne.io.constants import FIFF
 
 # ------------------------------------------------------------------ layers
-#: Layer order, as every sidecar and report caption states it.
-LAYER_ORDER = "index 0 = pial (most superficial) ... n_layers-1 = white (deepest)"
+def layer_order(n_layers: int | None = None, *, brief: bool = False) -> str:
+    """The layer-order caption for a model of ``n_layers`` layers.
+
+    ``brief`` leaves out "(most superficial)"/"(deepest)" (table cells, axis
+    labels); without ``n_layers`` the last layer is called "last".
+    """
+    last = "last" if n_layers is None else str(n_layers - 1)
+    if brief:
+        return f"0 = pial ... {last} = white"
+    return f"0 = pial (most superficial) ... {last} = white (deepest)"
 
 
-def layer_order(n_layers: int) -> str:
-    """The layer-order caption for a model of ``n_layers`` layers."""
-    return f"0 = pial (most superficial) ... {n_layers - 1} = white (deepest)"
+#: Layer order of any model, as the surfaces' sidecars state it.
+LAYER_ORDER = "index " + layer_order().replace("last", "n_layers-1")
+
+
+#: A laminar model has at least pial and white.
+MIN_LAYERS = 2
 
 
 def check_n_layers(n_layers: int, *, what: str = "n_layers") -> int:
     """Return ``int(n_layers)``; a laminar model needs pial and white (>= 2)."""
-    if n_layers < 2:
-        raise ValueError(f"{what} must be >= 2 (pial and white), got {n_layers}")
+    if n_layers < MIN_LAYERS:
+        raise ValueError(f"{what} must be >= {MIN_LAYERS} (pial and white), got {n_layers}")
     return int(n_layers)
+
+
+def check_layer_array(layers, *, what: str = "layers"):
+    """``layers`` as float64 of shape (n_layers >= 2, n_columns, 3), or a clear error."""
+    import numpy as np
+
+    layers = np.asarray(layers, np.float64)
+    if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < MIN_LAYERS:
+        raise ValueError(
+            f"{what} must have shape (n_layers >= {MIN_LAYERS}, n_columns, 3), got "
+            f"{layers.shape}"
+        )
+    return layers
 
 
 #: FreeSurfer hemispheres, in MNE's order (left first).
@@ -61,4 +85,9 @@ UNIT_LABELS[GRAD_UNITS["fT/m"][2]] = int(FIFF.FIFF_UNIT_T_M)
 #: Unit label -> factor from MNE's SI units (every label the library writes).
 LABEL_SI_FACTORS = {label: si for si, _, label in
                     [u[:3] for u in UNITS.values()] + list(GRAD_UNITS.values())}  # fmt: skip
+
+
+def pretty_unit(unit: str) -> str:
+    """A unit label for figures and reports (``uV`` written ``µV``)."""
+    return unit.replace("uV", "µV")
 ARBITRARY = "arbitrary"

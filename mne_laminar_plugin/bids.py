@@ -81,6 +81,11 @@ def deriv_root(bids_root: str | os.PathLike, name: str = DERIV_NAME) -> Path:
     return Path(bids_root) / "derivatives" / name
 
 
+def subject_prefix(subject: str, session: str | None) -> str:
+    """``sub-XX[_ses-YY]``: how every file of a subject/session starts."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
 def subject_dir(
     root: str | os.PathLike, subject: str, session: str | None, datatype: str
 ) -> Path:
@@ -321,6 +326,22 @@ def ensure_derivative_dataset(
 def bids_uri(dataset: str, relpath: str | os.PathLike) -> str:
     """A BIDS URI such as ``bids:raw:sub-01/anat/sub-01_T1w.nii.gz``."""
     return f"bids:{dataset}:{Path(relpath).as_posix()}"
+
+
+def dataset_uri(
+    path: str | os.PathLike, datasets: Mapping[str, str | os.PathLike]
+) -> str | None:
+    """BIDS URI of a file in the first of ``datasets`` (name -> root) holding it.
+
+    ``""`` names the current dataset (``bids::sub-01/...``); None when no
+    dataset holds the file. Paths are compared resolved.
+    """
+    path = Path(path).resolve()
+    for name, root in datasets.items():
+        root = Path(root).resolve()
+        if path.is_relative_to(root):
+            return bids_uri(name, path.relative_to(root))
+    return None
 
 
 def remove_stale(directory: str | os.PathLike, pattern: str, keep: Sequence[Path]) -> list[Path]:

@@ -240,6 +240,26 @@ def test_unsupported_mbp_version(version):
         check_mbp_version(version)
 
 
+def test_supported_mbp_range_is_the_pyproject_requirement():
+    """One source: the host's range is pyproject's mne-bids-pipeline requirement."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    from mne_laminar_plugin.pipeline.host import supported_mbp
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (req,) = [d for d in deps if d.startswith("mne-bids-pipeline")]
+    lo, hi, spec = supported_mbp()
+    assert sorted(spec.split(",")) == sorted(req.removeprefix("mne-bids-pipeline").split(","))
+    lower = re.search(r">=([0-9.]+)", req).group(1)
+    upper = re.search(r"<([0-9.]+)", req).group(1)
+    assert lo == tuple(int(x) for x in lower.split(".")[:2])
+    assert hi == tuple(int(x) for x in upper.split(".")[:2])
+
+
 def test_supported_mbp_version_and_hook_points():
     assert check_mbp_version("1.10.1") == "1.10.1"
     assert check_mbp_version("1.10.2.dev3+g123") == "1.10.2.dev3+g123"

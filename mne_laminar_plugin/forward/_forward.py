@@ -195,8 +195,8 @@ def _get_info(info):
     return mne.io.read_info(path, verbose=False), str(path)
 
 
-def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
-    """Rows of a forward in MNE's order: MEG (no references) first, then EEG."""
+def _gain_picks(info, *, meg, eeg) -> np.ndarray:
+    """The rule: MEG channels without references, then EEG (may be empty)."""
     import mne
 
     picks = []
@@ -204,7 +204,12 @@ def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
         picks.append(mne.pick_types(info, meg=True, ref_meg=False, exclude=[]))
     if eeg:
         picks.append(mne.pick_types(info, meg=False, eeg=True, exclude=[]))
-    picks = np.concatenate(picks) if picks else np.zeros(0, int)
+    return np.concatenate(picks).astype(int) if picks else np.zeros(0, int)
+
+
+def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
+    """Rows of a forward in MNE's order: MEG (no references) first, then EEG."""
+    picks = _gain_picks(info, meg=meg, eeg=eeg)
     if len(picks) == 0:
         raise ValueError(
             f"No {'MEG' if meg else ''}{'/' if meg and eeg else ''}"
@@ -476,6 +481,10 @@ def compute_laminar_forward(
     verbose=None,
 ) -> LaminarForward:
     """Compute the laminar leadfield of every layer in one forward computation.
+
+    Long on purpose: argument checks, the column drop test, the engine call
+    and the provenance are one sequence whose intermediate arrays all feed
+    the returned :class:`LaminarForward`.
 
     Parameters
     ----------

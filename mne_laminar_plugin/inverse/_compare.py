@@ -812,8 +812,8 @@ def _compare_layers(
     _validate_type(noise_cov, mne.Covariance, "noise_cov")
     data, kind = _epochs_data(evoked)
     leadfield = _check_fixed(leadfield)
-    loaded = (leadfield.provenance or {}).get("loaded_layers")
-    surf_layers = list(loaded) if loaded else list(range(leadfield.n_layers))
+    loaded = leadfield.layer_ids  # the model's layers after a partial read
+    surf_layers = list(range(leadfield.n_layers)) if loaded is None else loaded.tolist()
     _check_surfaces(surfaces, leadfield, surf_layers)
     cols = _prior_columns(prior, leadfield, surfaces, predictors, subjects_dir)
 

@@ -8,8 +8,8 @@ seed-compatible builder (simulate, load, random), ``_qc`` column norms,
 depth ratio, outlier columns and their plots.
 """
 
-from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS
-from ._builder import LeadfieldBuilder, from_laminar_forward
+from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS, pretty_unit
+from ._builder import LeadfieldBuilder, attach_layout, from_laminar_forward
 from ._data import LeadfieldData, describe_sensors
 from ._formats import (
     FIF_TAG_LIMIT,
@@ -33,6 +33,8 @@ from ._qc import (
 from ._units import convert_grad_unit, si_to_target_units, unit_conversion
 
 __all__ = [
+    "attach_layout",
+    "pretty_unit",
     "ARBITRARY",
     "column_norms",
     "convert_grad_unit",

@@ -284,28 +284,54 @@ class LeadfieldBuilder:
                 return found, tried
         return [], tried
 
-    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
-        """Load a leadfield file (see :func:`read_leadfield`)."""
+    def find(self, *names, orientation_type="fixed") -> Path:
+        """The file of ``leadfield_dir`` that :meth:`load` reads for a subject.
+
+        Parameters
+        ----------
+        *names : str
+            The subject's names, tried in turn (e.g. ``"sub-01", "01"``): for
+            each, ``<name>_<orientation_type>_leadfield.npz``, then
+            ``<name>_*leadfield.h5``, then ``<name>[-_]*fwd.fif`` (also with
+            ``sub-`` prepended).
+        orientation_type : "fixed" | "free"
+            The orientation of the ``.npz`` name.
+
+        Returns
+        -------
+        fname : Path
+            The one matching file (several matching files of a name are an
+            error, as is none for every name, listing the folder).
+        """
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
-        if fname is None:
-            if self.leadfield_dir is None:
-                raise ValueError(
-                    "retrieve_mode='load' needs leadfield_dir (or fname=): "
-                    "LeadfieldBuilder(leadfield_dir=...)"
-                )
-            if not self.leadfield_dir.is_dir():
-                raise FileNotFoundError(
-                    f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
-                )
-            found, tried = self._candidates(subject, orientation_type)
-            if not found:
-                raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+        if self.leadfield_dir is None:
+            raise ValueError(
+                "retrieve_mode='load' needs leadfield_dir (or fname=): "
+                "LeadfieldBuilder(leadfield_dir=...)"
+            )
+        if not self.leadfield_dir.is_dir():
+            raise FileNotFoundError(
+                f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
+            )
+        tried = []
+        for name in names:
+            found, patterns = self._candidates(name, orientation_type)
+            tried += patterns
             if len(found) > 1:
                 raise ValueError(
-                    f"Several leadfield files match subject {subject!r} in "
-                    f"{self.leadfield_dir}: {[p.name for p in found]}; pass fname="
+                    f"Several leadfield files match subject {names[-1]!r} in "
+                    f"{self.leadfield_dir}: {[p.name for p in found]}; keep one per "
+                    "subject, or pass fname="
                 )
-            fname = found[0]
+            if found:
+                return found[0]
+        raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+
+    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
+        """Load a leadfield file (see :func:`read_leadfield` and :meth:`find`)."""
+        _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
+        if fname is None:
+            fname = self.find(subject, orientation_type=orientation_type)
         data = read_leadfield(fname, orientation_type=orientation_type)
         data.provenance = dict(data.provenance, mode="load", subject=subject)
         return data
@@ -382,6 +408,46 @@ def _describe(obj):
     if isinstance(obj, str | os.PathLike):
         return str(obj)
     return f"instance of {type(obj).__name__}"
+
+
+def attach_layout(data: LeadfieldData, surfaces) -> str | None:
+    """Give a loaded leadfield the layers and columns of the surfaces, if they match.
+
+    A laminar leadfield (``n_layers > 1``) of the same layout gets the
+    surfaces' column hemispheres and vertices; a flat one with
+    ``n_layers * n_columns`` sources is taken as layer-major over the
+    surfaces' columns (``provenance["layout"]`` says so).
+
+    Parameters
+    ----------
+    data : LeadfieldData
+        Modified in place.
+    surfaces : LaminarSurfaces
+        The layer surfaces the leadfield was computed for.
+
+    Returns
+    -------
+    mismatch : str | None
+        Why the leadfield keeps its own layout (its layers x columns differ
+        from the surfaces'), else None.
+    """
+    surf = surfaces
+    if data.n_layers > 1:
+        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
+            return (
+                f"The loaded leadfield has {data.n_layers} layers x "
+                f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
+                f"{surf.n_columns}: the leadfield's own layout is kept"
+            )
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        return None
+    if data.n_sources == surf.n_layers * surf.n_columns:
+        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
+        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
+        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
+        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+        data.provenance["layout"] = "layer-major, from the layer surfaces"
+    return None
 
 
 def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:

@@ -100,6 +100,10 @@ class LeadfieldData:
         Why, one per dropped column.
     column_hemi, column_vertno : ndarray, shape (n_columns,) | None
         Hemisphere and FreeSurfer vertex of every column, if known.
+    layer_ids : ndarray of int, shape (n_layers,) | None
+        After a partial read (``read_leadfield(..., layers=)``): the layer of
+        the model that each held layer ``0 .. n_layers - 1`` is (sorted,
+        0 = pial). None when every layer of the model is held.
     """
 
     leadfield: np.ndarray | None = None
@@ -126,6 +130,7 @@ class LeadfieldData:
     dropped_reasons: list = field(default_factory=list)
     column_hemi: np.ndarray | None = None
     column_vertno: np.ndarray | None = None
+    layer_ids: np.ndarray | None = None
 
     # ------------------------------------------------------------ basics
     @property

@@ -196,6 +196,12 @@ def _h5_str_list(f, key):
 
 
 def _read_h5(fname, orientation_type=None, layers=None):
+    """Read a ``.h5`` leadfield, optionally only some layers.
+
+    One function on purpose: every dataset is read inside one open h5py
+    file, and the partial-layer read needs the layer index before the
+    others; splitting would pass the open file and the selection around.
+    """
     import h5py
     from mne.transforms import Transform
 
@@ -257,7 +263,8 @@ def _read_h5(fname, orientation_type=None, layers=None):
         data.column_hemi = None if hemi is None else np.asarray(hemi)
         data.n_layers = n_layers if sel is None else len(np.unique(layer[sel]))
         if sel is not None:  # renumber the selected layers 0..n-1
-            data.layer = np.searchsorted(np.unique(layer[sel]), data.layer)
+            data.layer_ids = np.unique(layer[sel])
+            data.layer = np.searchsorted(data.layer_ids, data.layer)
         data.n_columns = int(f.attrs["n_columns"])
         data.synthetic = bool(f.attrs["synthetic"])
         data.dropped_columns = np.asarray(f["dropped_columns"][()], int)

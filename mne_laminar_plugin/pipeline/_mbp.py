@@ -50,12 +50,17 @@ def laminar_cfg(config: SimpleNamespace, subject: str, session: str | None) -> d
     )
 
 
-def ensure_dataset(cfg: SimpleNamespace) -> Path:
-    """Create/update the laminar derivative dataset's top-level files."""
+def source_relpath(cfg: SimpleNamespace) -> str:
+    """The raw BIDS dataset relative to the laminar derivative root."""
     import os
 
-    rel = Path(os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve()))
-    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=rel.as_posix())
+    rel = os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve())
+    return Path(rel).as_posix()
+
+
+def ensure_dataset(cfg: SimpleNamespace) -> Path:
+    """Create/update the laminar derivative dataset's top-level files."""
+    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=source_relpath(cfg))
 
 
 def mbp_path(
@@ -74,6 +79,31 @@ def mbp_path(
         check=False,
     )
     return path.update(**update)
+
+
+def source_info_path(
+    cfg: SimpleNamespace,
+    subject: str,
+    session: str | None,
+    *,
+    task: str | None,
+    path_task: str | None = None,
+) -> BIDSPath:
+    """The measurement info MBP's source steps read (one rule for both).
+
+    ``source_info_path_update`` when set, else the cleaned ``rest``/``noise``
+    raw of the noise covariance, else the evoked of ``task``. MBP's
+    ``source/make_forward`` uses its first run's task for both ``task`` and
+    ``path_task`` (the task of the path before the update),
+    ``source/make_inverse`` the first task of the config and no path task.
+    """
+    if cfg.source_info_path_update is not None:
+        update = dict(cfg.source_info_path_update)
+    elif cfg.noise_cov in ("rest", "noise"):
+        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
+    else:
+        update = dict(suffix="ave", task=task)
+    return mbp_path(cfg, subject, session, task=path_task, run=None).update(**update)
 
 
 def fs_path(cfg: SimpleNamespace, *parts: str) -> Path:

@@ -26,9 +26,7 @@ import pluggy
 
 PROJECT_NAME = "mne_bids_pipeline"
 ENTRY_POINT_GROUP = "mne_bids_pipeline.plugins"
-#: The MBP minor series whose private API this host is written against.
-SUPPORTED_MBP = ((1, 10), (1, 11))  # >= 1.10, < 1.11
-SUPPORTED_MBP_STR = ">=1.10,<1.11"
+DIST_NAME = "mne-laminar-plugin"
 #: (module, attribute) pairs of MBP's private API that the host relies on.
 MBP_HOOK_POINTS = (
     ("mne_bids_pipeline._config_utils", "_get_step_modules"),
@@ -124,16 +122,47 @@ def _parse_version(version: str) -> tuple[int, int]:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def supported_mbp() -> tuple[tuple[int, int], tuple[int, int], str]:
+    """The MBP series whose private API this host is written against.
+
+    Read from this distribution's own requirement on ``mne-bids-pipeline``
+    (``pyproject.toml``, the one place it is written): ``(lower, upper,
+    specifier)`` with ``lower <= (major, minor) < upper``.
+    """
+    import re
+
+    try:
+        requires = importlib.metadata.requires(DIST_NAME) or []
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        raise PluginError(
+            f"{DIST_NAME} is not installed (no distribution metadata): install it "
+            "(pip install -e .) so the supported mne-bids-pipeline range is known"
+        ) from None
+    for req in requires:
+        m = re.fullmatch(r"\s*mne[-_]bids[-_]pipeline\s*\(?([^;)]*)\)?\s*", req)
+        if m:
+            break
+    else:  # pragma: no cover
+        raise PluginError(f"{DIST_NAME} declares no mne-bids-pipeline requirement")
+    bounds = dict(re.findall(r"(>=|<)\s*([0-9][0-9.]*)", m.group(1)))
+    if set(bounds) != {">=", "<"}:  # pragma: no cover
+        raise PluginError(
+            f"{DIST_NAME}'s requirement {req!r} must give a range '>=X.Y,<X.Z'"
+        )
+    spec = f">={bounds['>=']},<{bounds['<']}"
+    return _parse_version(bounds[">="]), _parse_version(bounds["<"]), spec
+
+
 def check_mbp_version(version: str | None = None) -> str:
     """Raise if the installed MBP is outside the supported series."""
     version = mbp_version() if version is None else version
-    lo, hi = SUPPORTED_MBP
+    lo, hi, spec = supported_mbp()
     if not lo <= _parse_version(version) < hi:
         raise PluginError(
             f"mne-bids-pipeline {version} is installed, but the MBP plugin host "
-            f"supports mne-bids-pipeline{SUPPORTED_MBP_STR} only (it hooks MBP's "
+            f"supports mne-bids-pipeline{spec} only (it hooks MBP's "
             "private step registry and config). Install a supported version, e.g. "
-            f"pip install 'mne-bids-pipeline{SUPPORTED_MBP_STR}'."
+            f"pip install 'mne-bids-pipeline{spec}'."
         )
     return version
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from annotated_types import Ge
 
 from .._conventions import (
+    MIN_LAYERS,
     COLUMN_ORIENTATIONS,
     CORTEX_MASKS,
     FORWARD_ENGINES,
@@ -45,7 +46,7 @@ OPTIONS: dict[str, ConfigOption] = {
     ),
     # ------------------------------------------------------ layer surfaces
     "laminar_n_layers": ConfigOption(
-        Annotated[int, Ge(2)],
+        Annotated[int, Ge(MIN_LAYERS)],
         11,
         "Number of layer surfaces from pial (layer 0) to white (last layer).",
     ),

@@ -30,7 +30,19 @@ def _zscore(x: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
     return z
 
 
-def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+def score_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """The weight of every predictor in the score: 1 unless given, checked.
+
+    Parameters
+    ----------
+    weights : dict | None
+        Weights by predictor name (missing ones are 1).
+
+    Returns
+    -------
+    weights : dict
+        A finite weight for each of :data:`PREDICTORS`.
+    """
     out = {name: 1.0 for name in PREDICTORS}
     if weights is None:
         return out
@@ -78,7 +90,7 @@ def anatomical_score(
         Higher = better predicted laminar discriminability; NaN for columns
         that are not kept.
     """
-    w = _check_weights(weights)
+    w = score_weights(weights)
     arrays = {}
     for name, x in zip(PREDICTORS, (thickness, lf_rms_diff, radiality, distance)):
         x = np.asarray(x, float)

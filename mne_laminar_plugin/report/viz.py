@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from mne.utils import _check_option, logger, warn
 
+from .._conventions import layer_order
+
 #: Camera direction (from the focal point) and view-up of the named views,
 #: for the left hemisphere; the right hemisphere mirrors x.
 _VIEWS = {
@@ -466,7 +468,7 @@ def plot_layer_slices(
     cb = fig.colorbar(sm, ax=list(axes), shrink=0.8)
     ticks = np.unique(np.linspace(0, n_layers - 1, min(n_layers, 6)).round().astype(int))
     cb.set_ticks(ticks)
-    cb.set_label("layer (0 = pial, last = white)")
+    cb.set_label(f"layer ({layer_order(brief=True)})")
     fig.suptitle(title or f"{n_layers} layer surfaces (tkRAS)")
     return fig
 

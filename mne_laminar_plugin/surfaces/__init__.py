@@ -6,7 +6,7 @@ subject, ``_io`` the BIDS derivative files (GIFTI surfaces, sidecars, names),
 ``_lameg`` laMEG's ``surf/laminar`` layer sets (read and write).
 """
 
-from .._conventions import HEMIS
+from .._conventions import HEMIS, check_n_layers, layer_order
 from ..mesh import vertex_areas, vertex_normals
 from ._io import (
     BIDS_DESCRIPTIONS,
@@ -14,6 +14,7 @@ from ._io import (
     SPATIAL_REFERENCE,
     STALE_PATTERNS,
     columns_fname,
+    density_description,
     layer_descriptions,
     layer_fname,
     orientation_fname,
@@ -32,7 +33,9 @@ from ._surfaces import (
 
 __all__ = [
     "BIDS_DESCRIPTIONS",
+    "check_n_layers",
     "columns_fname",
+    "density_description",
     "DROP_REASONS",
     "equivolume_beta",
     "HEMIS",
@@ -42,6 +45,7 @@ __all__ = [
     "lameg_layer_names",
     "layer_descriptions",
     "layer_fname",
+    "layer_order",
     "LAYER_SUFFIX",
     "orientation_fname",
     "ORIENTATION_SIGN",

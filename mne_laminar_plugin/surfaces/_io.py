@@ -34,10 +34,6 @@ SPATIAL_REFERENCE = (
 
 
 # ------------------------------------------------------------------ files
-def _prefix(subject, session):
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
-
-
 def layer_fname(root, subject, session, hemi, layer, spacing) -> Path:
     """Path of one layer's GIFTI surface (``desc-layer00`` = pial)."""
     return bids.bids_fname(
@@ -125,7 +121,8 @@ def layer_descriptions(n_layers: int) -> dict[str, str]:
     return out
 
 
-def _density(surf: LaminarSurfaces) -> str:
+def density_description(surf: LaminarSurfaces) -> str:
+    """The ``Density`` of the sidecars: how the columns were chosen, per hemisphere."""
     n = {h: int((surf.hemi == h).sum()) for h in HEMIS}
     if surf.spacing == "all":
         how = "all FreeSurfer vertices"
@@ -146,7 +143,7 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
     q = surf.qc
     out = {
         "SpatialReference": SPATIAL_REFERENCE,
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "NumberOfLayers": surf.n_layers,
         "LayerOrder": LAYER_ORDER,
         "DepthFractions": surf.fractions.tolist(),
@@ -191,16 +188,27 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     for hemi in HEMIS:
         for fname in (surf.sources.get(hemi) or {}).values():
             path = Path(fname).resolve()
+            datasets = {"raw": raw}
             if path.is_relative_to(deriv) and path.relative_to(deriv).parts[0] != root.name:
                 name = path.relative_to(deriv).parts[0]
                 links[name] = f"../{name}"
-                uris[hemi].append(bids.bids_uri(name, path.relative_to(deriv / name)))
-            elif path.is_relative_to(raw):
-                uris[hemi].append(bids.bids_uri("raw", path.relative_to(raw)))
+                datasets = {name: deriv / name}
+            uri = bids.dataset_uri(path, datasets)
+            if uri is not None:
+                uris[hemi].append(uri)
     return uris, links
 
 
-def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale):
+def _save(
+    surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale,
+    source_relpath=None,
+):  # fmt: skip
+    """Write every file of :meth:`LaminarSurfaces.save` (see there).
+
+    One function on purpose: all files go to temporary names inside one
+    ``ExitStack`` and are renamed together at the end, so that an error
+    leaves no partial output; the sidecars share the per-call URIs.
+    """
     import nibabel as nib
     from nibabel.gifti import GiftiCoordSystem, GiftiDataArray, GiftiImage
 
@@ -208,8 +216,8 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
     spacing = surf.spacing
     # dataset-level files (keep an existing DatasetLinks target)
     dd = root / "dataset_description.json"
-    rel = "../.."
-    if dd.is_file():
+    rel = "../.." if source_relpath is None else str(source_relpath)
+    if source_relpath is None and dd.is_file():
         with contextlib.suppress(Exception):
             rel = bids.read_json(dd)["DatasetLinks"]["raw"]
     uris, links = _source_uris(surf, root, rel)
@@ -368,7 +376,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
         directory = written[0].parent
         for pattern in STALE_PATTERNS:
             for path in bids.remove_stale(
-                directory, f"{_prefix(subject, session)}_{pattern}", written
+                directory, f"{bids.subject_prefix(subject, session)}_{pattern}", written
             ):
                 logger.info(f"    removed stale {path.name}")
     logger.info(f"    wrote {len(written)} files to {written[0].parent}")
@@ -399,7 +407,7 @@ def _columns_sidecar(surf: LaminarSurfaces) -> dict:
     return {
         "Description": "Every candidate cortical column (after subsampling): kept in "
         "every layer, or dropped in every layer with the reason.",
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "SpatialReference": SPATIAL_REFERENCE,
         "hemi": {"LongName": "Hemisphere", "Levels": {"L": "left", "R": "right"}},
         "vertex": {
@@ -432,7 +440,7 @@ def _find_summary(root: Path, subject, session, spacing) -> Path:
             raise FileNotFoundError(f"No laminar surfaces saved: {path} does not exist.")
         return path
     pattern = bids.subject_dir(root, subject, session, "anat") / (
-        f"{_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
+        f"{bids.subject_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
     )
     found = sorted(glob.glob(glob.escape(str(pattern.parent)) + os.sep + pattern.name))
     if not found:

@@ -27,6 +27,7 @@ from .._conventions import (
     CORTEX_MASKS,
     HEMIS,
     LAYER_METHODS,
+    check_layer_array,
     check_n_layers,
 )
 from ..mesh import vertex_areas, vertex_normals
@@ -218,11 +219,7 @@ class LaminarSurfaces:
         sources=None,
         scanner_xform=None,
     ):
-        layers = np.asarray(layers, np.float64)
-        if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < 2:
-            raise ValueError(
-                f"layers must have shape (n_layers >= 2, n_columns, 3), got {layers.shape}"
-            )
+        layers = check_layer_array(layers)
         n_layers, n_columns = layers.shape[:2]
         orientations = np.asarray(orientations, np.float64)
         if orientations.shape not in ((n_columns, 3), (n_layers, n_columns, 3)):
@@ -391,6 +388,9 @@ class LaminarSurfaces:
         verbose=None,
     ):
         """Layer surfaces of a FreeSurfer subject.
+
+        Long on purpose: reads, masks and interpolates in one pass per
+        hemisphere and records the QC counts of every step in one ``qc`` dict.
 
         Parameters
         ----------
@@ -619,7 +619,10 @@ class LaminarSurfaces:
         return write_lameg(self, folder, dtype=dtype, overwrite=overwrite)
 
     @verbose
-    def save(self, root, subject, session=None, *, remove_stale=True, verbose=None):
+    def save(
+        self, root, subject, session=None, *, remove_stale=True, source_relpath=None,
+        verbose=None,
+    ):  # fmt: skip
         """Write the derivative files (GIFTI surfaces, orientations, TSV, JSON).
 
         All files are written to temporary names and renamed together at the
@@ -638,6 +641,10 @@ class LaminarSurfaces:
             BIDS session label.
         remove_stale : bool
             Remove this subject's layer-surface files not written now.
+        source_relpath : str | None
+            The raw dataset relative to ``root`` (``DatasetLinks["raw"]``);
+            None keeps the one of an existing ``dataset_description.json``,
+            else ``"../.."``.
         verbose : bool | str | int | None
             Control the logging level (see :func:`mne.verbose`).
 
@@ -648,7 +655,10 @@ class LaminarSurfaces:
         """
         from ._io import _save
 
-        return _save(self, Path(root), subject, session, remove_stale=remove_stale)
+        return _save(
+            self, Path(root), subject, session, remove_stale=remove_stale,
+            source_relpath=source_relpath,
+        )  # fmt: skip
 
     @classmethod
     @verbose

@@ -17,7 +17,7 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from ....report import viz
-from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces, lameg_inputs
+from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces, lameg_inputs, layer_order
 from ... import _mbp
 
 SECTION = "Laminar surfaces"
@@ -95,8 +95,11 @@ def run_layer_surfaces(
         f"{qc['thin_columns']}, zero-length links {qc['zero_length_link']}"
     )
     logger.info(**gen_log_kwargs(message=msg))
-    _mbp.ensure_dataset(cfg)
-    paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
+    # save writes the dataset-level files too (with the layers' descriptions)
+    paths = surf.save(
+        cfg.laminar_root, subject, session, source_relpath=_mbp.source_relpath(cfg),
+        verbose=False,
+    )  # fmt: skip
     for hemi in HEMIS:  # all read by from_freesurfer
         for kind in ("white", "pial", "sphere", "cortex_label", "aparc"):
             in_files.pop(f"{hemi}_{kind}", None)
@@ -153,8 +156,8 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
         fig=fig,
         title="Layer surfaces: slices",
         caption=(
-            "Intersections of every layer surface (0 = pial, "
-            f"{surf.n_layers - 1} = white) with coronal and axial planes"
+            f"Intersections of every layer surface ({layer_order(surf.n_layers)}) "
+            "with coronal and axial planes"
             + (" through T1.mgz" if t1.is_file() else "")
             + f"; drawn on the column mesh (spacing {surf.spacing}), as saved."
         ),
@@ -201,7 +204,7 @@ def _summary_table(surf: LaminarSurfaces) -> str:
     qc = surf.qc
     thick = surf.thickness()
     rows = [
-        ("Layers", f"{surf.n_layers} ({surf.method}; 0 = pial, {surf.n_layers - 1} = white)"),
+        ("Layers", f"{surf.n_layers} ({surf.method}; {layer_order(surf.n_layers, brief=True)})"),
         ("Column spacing", surf.spacing),
         ("Orientation", f"{surf.orientation} ({surf.orientation_sign})"),
     ]

@@ -21,15 +21,10 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from .... import bids
+from .... import leadfield as L
 from .... import predictors as P
 from .... import surfaces as S
-
-# library privates the step still uses (issue 10, phase 2 makes them public)
-from ....predictors._lf_rms_diff import _physical_units
-from ....predictors._scalp import _scalp_candidates
-from ....predictors._score import _check_weights
 from ....report import viz
-from ....surfaces._io import _density
 from ... import _mbp
 
 SECTION = "Anatomical predictors"
@@ -45,26 +40,12 @@ CMAPS = {
 
 
 # ------------------------------------------------------------------ names
-def map_fname(root, subject, session, hemi, spacing, name) -> Path:
-    """GIFTI map of one predictor (or the score) of one hemisphere."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", hemi=hemi,
-        space="individual", den=spacing, desc=P.MAP_DESC[name], suffix="stat",
-        extension=".func.gii",
-    )  # fmt: skip
-
-
-def table_fname(root, subject, session, spacing) -> Path:
-    """The predictors TSV (one row per column); its sidecar has the priors."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", space="individual",
-        den=spacing, desc="laminar", suffix="predictors", extension=".tsv",
-    )  # fmt: skip
+map_fname, table_fname = P.map_fname, P.table_fname  # the library names them
 
 
 def _stale_patterns(subject, session) -> list[str]:
     """Glob patterns of every file this step writes (any spacing)."""
-    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    prefix = bids.subject_prefix(subject, session)
     out = [f"{prefix}_space-individual_den-*_desc-laminar_predictors.*"]
     for desc in P.MAP_DESC.values():
         out.append(f"{prefix}_hemi-*_space-individual_den-*_desc-{desc}_stat.*")
@@ -80,26 +61,18 @@ def _surface_files(cfg, subject, session) -> dict[str, Path]:
 
 def _leadfield_file(cfg, subject, session) -> Path:
     """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    from .... import leadfield as L
-
-    if hasattr(L, "leadfield_fname"):
-        return Path(L.leadfield_fname(cfg.laminar_root, subject, session,
-                                      datatype=cfg.datatype, kind="h5"))  # fmt: skip
-    return bids.bids_fname(
-        cfg.laminar_root, subject=subject, session=session, datatype=cfg.datatype,
-        desc="laminar", suffix="leadfield", extension=".h5",
-    )  # fmt: skip
+    return L.leadfield_fname(
+        cfg.laminar_root, subject, session, datatype=cfg.datatype, kind="h5"
+    )
 
 
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
-    from .... import leadfield as L
-
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
 
 
 def _scalp_file(cfg) -> Path | None:
-    for fname in _scalp_candidates(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
+    for fname in P.scalp_files(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
         if fname.is_file():
             return fname
     return None
@@ -114,7 +87,8 @@ def _cov_files(cfg, subject, session) -> dict[str, Path]:
     cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
     if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
         cov = cov.copy().update(processing="custom")
-    info = _mbp.mbp_path(cfg, subject, session).update(**_info_update(cfg))
+    # the info MBP's source/make_inverse uses with the noise covariance
+    info = _mbp.source_info_path(cfg, subject, session, task=cfg.all_tasks[0])
     rank = cov.copy().update(suffix="rank", extension=".json")
     files = {}
     if cov.fpath.is_file() and info.fpath.is_file():
@@ -124,32 +98,13 @@ def _cov_files(cfg, subject, session) -> dict[str, Path]:
     return files
 
 
-def _info_update(cfg) -> dict:
-    """The info file MBP's inverse uses with the noise covariance."""
-    if cfg.source_info_path_update is not None:
-        return dict(cfg.source_info_path_update)
-    if cfg.noise_cov in ("rest", "noise"):
-        return dict(processing="clean", suffix="raw", task=cfg.noise_cov)
-    return dict(suffix="ave", task=cfg.all_tasks[0])
-
-
 def _roi_files(cfg) -> dict[str, Path]:
     """Files behind the ROIs (annotations, labels), for MBP's change tracking."""
-    import re
-
     out = {}
     for k, spec in enumerate(cfg.laminar_rois):
-        m = re.fullmatch(r"([^:/\\]+):(lh|rh)\.(.+)", spec)
-        if m and not Path(spec).is_file():
-            atlas, hemi, _ = m.groups()
-            cands = [_mbp.fs_path(cfg, "label", f"{hemi}.{atlas}.annot")]
-        else:
-            cands = [Path(spec), _mbp.fs_path(cfg, spec), _mbp.fs_path(cfg, "label", spec)]
-            cands += [c.with_name(c.name + ".label") for c in cands]
-        for cand in cands:
-            if cand.is_file():
-                out[f"roi{k}"] = cand
-                break
+        found = [c for c in P.roi_files(spec, cfg.fs_subject, cfg.fs_subjects_dir) if c.is_file()]
+        if found:
+            out[f"roi{k}"] = found[0]
     return out
 
 
@@ -206,9 +161,7 @@ def run_predictors(
         os.path.relpath(scalp.source, cfg.fs_subjects_dir)
     ).as_posix()  # no machine-specific paths in the sidecars
     cov, info, rank = _whitener(cfg, in_files)
-    if cov is not None and (
-        leadfield.synthetic or not set(leadfield.units) <= set(_physical_units())
-    ):
+    if cov is not None and not P.can_whiten(leadfield):
         msg = "The leadfield has no physical units (random?): not whitening"
         logger.info(**gen_log_kwargs(message=msg))
         cov = info = rank = None
@@ -268,9 +221,9 @@ def _mni(pred, cfg, records) -> bool:
 def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights, mni):
     root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
     anat = bids.subject_dir(root, subject, session, "anat")
-    density = _density(surf)
+    density = S.density_description(surf)
     sources = {
-        hemi: bids_uri_rel(root, S.layer_fname(root, subject, session, hemi, 0, sp))
+        hemi: bids.dataset_uri(S.layer_fname(root, subject, session, hemi, 0, sp), {"": root})
         for hemi in S.HEMIS
     }
     written = []
@@ -297,7 +250,7 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
             if name in pred.methods:
                 side["Method"] = pred.methods[name]
             if name == P.SCORE_NAME:
-                side["ScoreWeights"] = _check_weights(weights)
+                side["ScoreWeights"] = P.score_weights(weights)
             written += [fname, bids.write_json(bids.sidecar(fname), side)]
     tsv = table_fname(root, subject, session, sp)
     extra = {
@@ -319,11 +272,6 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
     for pattern in _stale_patterns(subject, session):
         bids.remove_stale(anat, pattern, written)
     return written
-
-
-def bids_uri_rel(root: Path, path: Path) -> str:
-    """``bids::<path relative to the dataset root>`` (a file of this dataset)."""
-    return bids.bids_uri("", Path(os.path.relpath(path, root)))
 
 
 # ----------------------------------------------------------------- report
@@ -431,7 +379,7 @@ def _methods_table(pred, cfg) -> str:
     rows = [(name, pred.units[name], pred.methods.get(name, ""), n_nan[name])
             for name in P.PREDICTORS]  # fmt: skip
     rows.append((P.SCORE_NAME, "arbitrary",
-                 f"weights {_check_weights(cfg.laminar_score_weights)}",
+                 f"weights {P.score_weights(cfg.laminar_score_weights)}",
                  int((~pred.kept).sum())))  # fmt: skip
     return viz.html_table(
         ("predictor", "units", "method", "NaN columns"), rows,
