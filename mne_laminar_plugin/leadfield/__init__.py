@@ -28,7 +28,7 @@ from ._qc import (
     plot_column_norms,
     plot_depth_ratio,
 )
-from ._units import si_to_target_units, unit_conversion
+from ._units import si_factors, si_to_target_units, unit_conversion
 
 __all__ = [
     "ARBITRARY",
@@ -47,6 +47,7 @@ __all__ = [
     "plot_column_norms",
     "plot_depth_ratio",
     "read_leadfield",
+    "si_factors",
     "si_to_target_units",
     "unit_conversion",
     "UNIT_LABELS",
