@@ -249,17 +249,24 @@ def _add_report(report, task, res, priors) -> None:
             section=SECTION, tags=tags, replace=True,
         )  # fmt: skip
         plt.close(fig)
-        best = whole.best_layer
+        best, F = whole.best_layer, whole.free_energy
+        far = np.abs(np.arange(whole.n_layers) - best) >= 2
+        vs_far = float(F[best] - F[far].max()) if far.any() else float("nan")
         rows.append([condition, name, p["hemi"], p["vertex"], best,
                      f"{whole.layer_depths['fraction'][best]:.2f}",
                      f"{float(whole.delta_f_runner_up):.2f}",
-                     "strong" if whole.strong else "weak"])  # fmt: skip
+                     "strong" if whole.strong else "weak",
+                     f"{float(F[best] - F[0]):.1f}", f"{float(F[best] - F[-1]):.1f}",
+                     f"{vs_far:.1f}", "strong" if vs_far > STRONG_DF else "weak"])  # fmt: skip
     report.add_html(
         html=viz.html_table(
             ["condition", "prior", "hemi", "vertex", "best layer", "depth (from white)",
-             "ΔF vs runner-up (nats)", "evidence"], rows,
-            caption="Winning layer model (0 = pial) per condition and prior; strong = "
-            f"beats the runner-up by more than {STRONG_DF:g} nats (about 20:1).",
+             "ΔF vs runner-up (nats)", "evidence vs runner-up", "ΔF vs pial",
+             "ΔF vs white", "ΔF vs layers ≥ 2 away", "evidence vs layers ≥ 2 away"], rows,
+            caption="Winning layer model (0 = pial) per condition and prior (whole "
+            f"window); strong = beats the other model(s) by more than {STRONG_DF:g} nats "
+            "(about 20:1). Adjacent layers are a fraction of a millimetre apart: the "
+            "runner-up is usually a neighbour and rarely beaten strongly.",
         ),
         title=f"Winning layers, task {task}", section=SECTION, tags=tags, replace=True,
     )  # fmt: skip
