@@ -88,8 +88,8 @@ def test_model_comparison_equals_the_library(loky_run):
         lf = read_leadfield(root / f"sub-{subject}" / "meg"
                             / f"sub-{subject}_desc-laminar_leadfield.h5", verbose="error")
         mbp = demo.deriv_root / f"sub-{subject}" / "meg"
-        cov = mne.read_cov(mbp / f"sub-{subject}_task-demo_cov.fif", verbose="error")
-        rank = json.loads((mbp / f"sub-{subject}_task-demo_rank.json").read_text())
+        cov = mne.read_cov(mbp / f"sub-{subject}_proc-clean_cov.fif", verbose="error")
+        rank = json.loads((mbp / f"sub-{subject}_proc-clean_rank.json").read_text())
         evokeds = {e.comment: e for e in mne.read_evokeds(
             mbp / f"sub-{subject}_task-demo_ave.fif", verbose="error")}
         for (cond, prior, window), rows in df.groupby(["condition", "prior", "window"]):
