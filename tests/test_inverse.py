@@ -481,4 +481,4 @@ def test_demo_layer_condition_is_recovered(sim, demo):
     F = ev.free_energy
     far = np.abs(np.arange(N_LAYERS) - src["layer"]) >= 2
     assert F[src["layer"]] - F[far].max() > 3.0, F
-    assert len(mne.Epochs(raw, events, event_id["stim"], -0.2, 0.5, verbose="error")) == 60
+    assert (events[:, 2] == event_id["stim"]).sum() == 60
