@@ -26,3 +26,12 @@ laminar_skull_margin = None  # mm; None uses MBP's mindist
 laminar_scalp_mesh = "outer_skin"  # or "head" (bem/<subject>-head*.fif)
 laminar_rois = ("aparc:lh.precentral", "label/lh.my_roi.label")
 laminar_score_weights = None  # e.g. {"lf_rms_diff": 2.0}
+
+# Laminar model comparison: free energy of one model per layer (laMEG's protocol)
+laminar_layer_comparison = True
+laminar_comparison_method = "msp"  # or "ebb" (empirical Bayes beamformer prior)
+laminar_comparison_woi = (0.05, 0.15)  # s; None: every sample of the evoked
+laminar_patch_fwhm = 5.0  # mm, Gaussian over geodesic distance within a layer
+laminar_temporal_modes = 4
+laminar_sliding_windows = (50.0, 10.0)  # (width_ms, step_ms); None: no sliding windows
+laminar_comparison_conditions = None  # e.g. ["stim"]; None: all of MBP's evoked

@@ -56,6 +56,8 @@ HEMIS = ("lh", "rh")
 
 # ----------------------------------------------------------------- choices
 LAYER_METHODS = ("equidistant", "equivolume")
+#: layer-model priors of compare_layers: multiple sparse priors, empirical Bayes beamformer
+INVERSE_METHODS = ("msp", "ebb")
 COLUMN_ORIENTATIONS = ("link_vector", "surface_normal", "pial_normal")
 CORTEX_MASKS = ("auto", "cortex_label", "aparc", "thickness", "none")
 LEADFIELD_MODES = ("simulate", "load", "random")

@@ -53,6 +53,8 @@ BIDSIGNORE = (
     "*_surf.json",
     "*_midthickness.json",
     "*_priors.json",
+    "*_evidence.tsv",
+    "*_evidence.json",
     # the group folder; bids-validator-deno 3.0 ignores a trailing-slash
     # pattern ("group/") here but honours the bare name
     "group",

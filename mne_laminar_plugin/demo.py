@@ -50,6 +50,12 @@ N_TRIALS = 60
 #: where the simulated source sits: depth fraction from white (1 = pial)
 SOURCE_DEPTH = 0.75
 SOURCE_TARGET_MM = np.array([-45.0, -22.0, 48.0])  # left central region, fsaverage
+#: the second condition: a source on ONE layer of ONE column, as compare_layers' MSP patch
+LAYER_CONDITION = "layer"
+LAYER_SOURCE = dict(layer=8, n_layers=11, spacing="oct5", fwhm_mm=5.0)  # layer 0 = pial
+#: its moment relative to the "stim" source: adjacent layers (0.25 mm apart) need SNR
+LAYER_AMPLITUDE_FACTOR = 3.0
+COLUMN_ROI_NAME = "demo_column"
 
 
 def get_data_path(path: str | os.PathLike | None = None) -> Path:
@@ -409,6 +415,69 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     return raw, events
 
 
+def _layer_condition(raw, events, info, trans, bem, geom, vertex, subjects_dir,
+                     fs_subject, amplitude, rng, seed):
+    """Append the trials of :data:`LAYER_CONDITION` (event 2) to ``raw``.
+
+    The source is the model of ``compare_layers`` (MSP) on one layer: the
+    Gaussian geodesic patch (FWHM 5 mm, the inverse's own kernel) centred on
+    the oct5 column nearest to ``vertex`` on layer ``LAYER_SOURCE["layer"]``
+    of the 11 equidistant layers, each source along its column's link vector.
+    Writes ``label/lh.demo_column.label`` (that column only, as an ROI for the
+    prior) and returns ``raw, events, truth``.
+    """
+    import mne
+
+    from .inverse._patches import mesh_edges, patch_kernel
+    from .surfaces import LaminarSurfaces
+
+    layer, fwhm = LAYER_SOURCE["layer"], LAYER_SOURCE["fwhm_mm"]
+    surf = LaminarSurfaces.from_freesurfer(
+        fs_subject, subjects_dir, n_layers=LAYER_SOURCE["n_layers"],
+        spacing=LAYER_SOURCE["spacing"], verbose=False,
+    )  # fmt: skip
+    lh = np.flatnonzero((surf.hemi == "lh") & (surf.thickness() > 2.0))
+    near = np.linalg.norm(surf.layers[0, lh] * 1e3 - geom["lh"]["pial"][vertex], axis=1)
+    col = int(lh[np.argmin(near)])
+    edges = mesh_edges(surf.combined_tris(), surf.n_columns)
+    K = patch_kernel(surf.layers[layer] * 1e3, edges, fwhm, [col]).tocoo()
+    src = mne.setup_volume_source_space(
+        subject=None, pos=dict(rr=surf.layers[layer, K.col],
+                               nn=surf.layer_orientations(layer)[K.col]), verbose="error",
+    )  # fmt: skip
+    fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
+    fwd = mne.convert_forward_solution(fwd, force_fixed=True, surf_ori=True)
+    # _simulate_raw splits the moment evenly: weight the sources by the kernel
+    gain = fwd["sol"]["data"] * (K.data * len(K.data))
+    raw2, events2 = _simulate_raw(info, gain, amplitude, rng, seed)
+    events2[:, 0] += len(raw.times)
+    events2[:, 2] = 2
+    raw = mne.concatenate_raws([raw, raw2])
+    raw.set_annotations(None)  # no boundary: no epoch spans the junction
+    # the ROI of the prior: this column's vertex and full-resolution neighbours,
+    # no other oct5 column
+    g = geom["lh"]
+    v = int(surf.vertno[col])
+    others = np.setdiff1d(surf.vertno[surf.hemi == "lh"], [v])
+    verts = np.flatnonzero(np.linalg.norm(g["white"] - g["white"][v], axis=1) < 3.0)
+    verts = np.setdiff1d(verts[~g["medial"][verts]], others)
+    label_fname = subjects_dir / fs_subject / "label" / f"lh.{COLUMN_ROI_NAME}.label"
+    mne.write_label(label_fname, mne.Label(
+        verts, g["white"][verts] / 1000.0, hemi="lh", subject=fs_subject,
+        comment="demo: the column of the single-layer source"))  # fmt: skip
+    truth = dict(
+        condition=LAYER_CONDITION, event_id=2, hemi="lh", vertex=v, column=col,
+        layer=layer, n_layers=surf.n_layers,
+        depth_fraction_from_white=float(surf.fractions[layer]),
+        spacing=LAYER_SOURCE["spacing"], patch_fwhm_mm=fwhm,
+        patch="compare_layers' MSP patch: Gaussian over geodesic distance on the layer",
+        orientation="link_vector (pial->white), each column's own",
+        amplitude_nAm=amplitude * 1e9, peak_latency_s=0.1,
+        roi_label=str(label_fname.relative_to(subjects_dir / fs_subject)),
+    )  # fmt: skip
+    return raw, np.concatenate([events, events2]), truth
+
+
 # ------------------------------------------------------------------ main
 def make_demo_dataset(
     root: str | os.PathLike,
@@ -552,12 +621,16 @@ def make_demo_dataset(
             gain = fwd["sol"]["data"]
             amplitude = float(rng.uniform(60e-9, 80e-9))
             raw, events = _simulate_raw(info, gain, amplitude, rng, sub_seed % (2**31))
+            raw, events, layer_truth = _layer_condition(
+                raw, events, info, trans, bem, geom, src_info["vertex"], subjects_dir,
+                fs_subject, amplitude * LAYER_AMPLITUDE_FACTOR, rng, (sub_seed + 1) % (2**31),
+            )  # fmt: skip
             raw.set_meas_date(None)
 
             bids_path = BIDSPath(subject=subject, task=TASK, datatype="meg", root=bids_root)
             _say(f"sub-{subject}: writing {N_TRIALS} simulated trials as BIDS (MEG, T1w)")
             write_raw_bids(
-                raw, bids_path, events=events, event_id={CONDITION: 1},
+                raw, bids_path, events=events, event_id={CONDITION: 1, LAYER_CONDITION: 2},
                 format="FIF", allow_preload=True, overwrite=True,
             )
             landmarks = mne.channels.make_dig_montage(
@@ -580,12 +653,17 @@ def make_demo_dataset(
                 peak_latency_s=0.1,
                 anatomy_scale=scale,
                 roi_label=str(label_fname.relative_to(subjects_dir / fs_subject)),
+                layer_source=layer_truth,
             )
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     truth_path.write_text(json.dumps({"stamp": stamp, "subjects": truth}, indent=2))
     (bids_root / "README").write_text(
         "Offline demo dataset of mne-laminar-plugin: a simulated MEG evoked "
-        "response from a known cortical patch (see sourcedata/demo_truth.json), "
+        "response from a known cortical patch (condition 'stim'), and a condition "
+        "'layer' whose source sits on ONE layer of ONE column: layer 8 of 11 "
+        "(0 = pial, 10 = white; depth fraction 0.2 from white), the model patch of "
+        "laminar/model_comparison (FWHM 5 mm) at the column of the ROI "
+        "label/lh.demo_column.label (see sourcedata/demo_truth.json), "
         "with a FreeSurfer-style subject built from fsaverage5 surfaces in "
         "derivatives/freesurfer/subjects.\n"
     )

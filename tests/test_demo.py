@@ -15,6 +15,7 @@ from mne_bids import BIDSPath, get_head_mri_trans, read_raw_bids
 
 from mne_laminar_plugin.demo import (
     CONDITION,
+    LAYER_CONDITION,
     N_TRIALS,
     ROI_NAME,
     TASK,
@@ -60,7 +61,8 @@ def test_raw_is_vectorview_like_and_readable_by_mne_bids(demo):
     # channel names are Vectorview's: MNE finds its Vectorview layout
     assert mne.channels.find_layout(raw.info, ch_type="grad").kind == "Vectorview-grad"
     events, event_id = mne.events_from_annotations(raw, verbose="error")
-    assert list(event_id) == [CONDITION] and len(events) == N_TRIALS
+    assert set(event_id) == {CONDITION, LAYER_CONDITION} and len(events) == 2 * N_TRIALS
+    assert (events[:, 2] == event_id[CONDITION]).sum() == N_TRIALS
     # sensors outside the scalp, at a realistic distance
     trans = get_head_mri_trans(bp, fs_subject="sub-01", fs_subjects_dir=demo.subjects_dir,
                                verbose="error")
@@ -133,9 +135,9 @@ def test_evoked_response_comes_from_the_known_source(demo):
     bp = BIDSPath(subject="01", task=TASK, datatype="meg", root=demo.bids_root)
     raw = read_raw_bids(bp, verbose="error")
     raw.load_data().filter(None, 40.0, verbose="error")
-    events, _ = mne.events_from_annotations(raw, verbose="error")
-    epochs = mne.Epochs(raw, events, tmin=-0.2, tmax=0.5, baseline=(None, 0),
-                        picks="mag", verbose="error")
+    events, event_id = mne.events_from_annotations(raw, verbose="error")
+    epochs = mne.Epochs(raw, events, event_id[CONDITION], tmin=-0.2, tmax=0.5,
+                        baseline=(None, 0), picks="mag", verbose="error")
     evoked = epochs.average()
     truth = demo.truth["01"]
     # independent forward of the true patch: a sphere fitted to the head
@@ -210,3 +212,6 @@ def test_truth_json(demo):
     t = data["subjects"]["01"]
     assert t["hemi"] == "lh" and t["vertex"] in t["patch_vertices"]
     assert 60 <= t["amplitude_nAm"] <= 80
+    layer = t["layer_source"]
+    assert layer["condition"] == LAYER_CONDITION and layer["layer"] == 8
+    assert layer["roi_label"] == "label/lh.demo_column.label" and layer["patch_fwhm_mm"] == 5.0

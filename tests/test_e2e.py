@@ -16,7 +16,8 @@ from mne_laminar_plugin import bids
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors")
+SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors",
+            "Laminar model comparison")
 #: caption of an MBP 3D figure replaced by 2D projections
 TWO_D = "Drawn by mne-laminar as 2D matplotlib projections"
 
@@ -37,7 +38,7 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     # MBP's stages ran, then ours, in order
     order = [out.index(s) for s in ("preprocessing/_07_make_epochs", "source/_04_make_forward",
                                     "laminar/_01_layer_surfaces", "laminar/_02_leadfield",
-                                    "laminar/_03_predictors")]
+                                    "laminar/_03_predictors", "laminar/_04_model_comparison")]
     assert order == sorted(order)
     for subject in demo.subjects:
         mbp = demo.deriv_root / f"sub-{subject}" / "meg"
@@ -65,6 +66,71 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     assert logs
     sheets = openpyxl.load_workbook(logs[0], read_only=True).sheetnames
     assert any(s.startswith("laminar-") for s in sheets), sheets
+
+
+def test_model_comparison_equals_the_library(loky_run):
+    """The step's TSV/JSON = compare_layers on the same files; the demo's layer
+    condition is recovered at its column within one layer, strong evidence."""
+    import json
+
+    import mne
+    import numpy as np
+    import pandas as pd
+
+    from mne_laminar_plugin import LaminarSurfaces, compare_layers
+    from mne_laminar_plugin.leadfield import read_leadfield
+
+    demo, _ = loky_run
+    truth = json.loads((demo.bids_root / "sourcedata" / "demo_truth.json").read_text())
+    root = bids.deriv_root(demo.bids_root)
+    for subject in demo.subjects:
+        tsv = root / f"sub-{subject}" / "meg" / f"sub-{subject}_task-demo_desc-laminar_evidence.tsv"
+        df = pd.read_csv(tsv, sep="\t", na_values="n/a")
+        side = json.loads(tsv.with_suffix(".json").read_text())
+        assert side["free_energy"]["Units"] == "nats" and side["Method"] == "msp"
+        assert side["PatchFWHM"] == 5.0 and side["TemporalModes"] == 4
+        assert set(df["condition"]) == {"stim", "layer"} == set(side["Conditions"])
+        assert set(df["prior"]) == set(side["Priors"]) == {
+            "best", "label/lh.demo_roi.label", "label/lh.demo_column.label"}
+        surf = LaminarSurfaces.load(root, subject, spacing="oct5", verbose="error")
+        lf = read_leadfield(root / f"sub-{subject}" / "meg"
+                            / f"sub-{subject}_desc-laminar_leadfield.h5", verbose="error")
+        mbp = demo.deriv_root / f"sub-{subject}" / "meg"
+        cov = mne.read_cov(mbp / f"sub-{subject}_proc-clean_cov.fif", verbose="error")
+        rank = json.loads((mbp / f"sub-{subject}_proc-clean_rank.json").read_text())
+        evokeds = {e.comment: e for e in mne.read_evokeds(
+            mbp / f"sub-{subject}_task-demo_ave.fif", verbose="error")}
+        for (cond, prior, window), rows in df.groupby(["condition", "prior", "window"]):
+            rec = side["Priors"][prior]
+            assert (rows["column"] == rec["column"]).all()
+            assert (surf.vertno[rec["column"]], surf.hemi[rec["column"]]) == (
+                rec["vertex"], rec["hemi"])
+            kw = dict(surfaces=surf, prior=rec["column"], rank=rank, patch_fwhm=5.0)
+            if window == "whole":
+                ev = compare_layers(evokeds[cond], lf, cov, woi=(0.05, 0.15),
+                                    n_temporal_modes=4, **kw)
+                assert side["WindowOfInterest"] == list(ev.woi)
+                F = rows.sort_values("layer")["free_energy"].to_numpy()
+            else:
+                ev = compare_layers(evokeds[cond], lf, cov, windows=(50.0, 10.0),
+                                    n_temporal_modes=1, **kw)
+                F = rows.pivot(index="layer", columns="time", values="free_energy").to_numpy()
+                np.testing.assert_allclose(np.sort(rows["time"].unique()), ev.times)
+            np.testing.assert_allclose(F, ev.free_energy, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(rows.sort_values(["layer", "time"])["delta_f"],
+                                       ev.delta_f.ravel(), atol=1e-9)
+        # the demo's single-layer source, at its column (the demo_column ROI prior)
+        src = truth["subjects"][subject]["layer_source"]
+        assert side["Priors"]["label/lh.demo_column.label"]["vertex"] == src["vertex"]
+        whole = df[(df["condition"] == "layer") & (df["window"] == "whole")
+                   & (df["prior"] == "label/lh.demo_column.label")]
+        win = whole[whole["best"]]
+        assert len(win) == 1 and abs(int(win["layer"].iloc[0]) - src["layer"]) <= 1, whole
+        F = whole.sort_values("layer")["free_energy"].to_numpy()
+        far = np.abs(np.arange(len(F)) - src["layer"]) >= 2
+        assert F[src["layer"]] - F[far].max() > 3.0, F  # strong vs layers 2+ away
+        report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
+        assert "Winning layers, task demo" in report and "ΔF per layer: layer" in report
 
 
 def test_bids_validator_on_laminar_derivatives(loky_run):

@@ -108,6 +108,13 @@ NON_DEFAULT = dict(
     laminar_predictors_whiten=False,
     laminar_predictors_ch_type="grad",
     laminar_group_template="fsaverage5",
+    laminar_layer_comparison=False,
+    laminar_comparison_method="ebb",
+    laminar_comparison_woi=(0.05, 0.15),
+    laminar_patch_fwhm=8.0,
+    laminar_temporal_modes=2,
+    laminar_sliding_windows=(40.0, None),
+    laminar_comparison_conditions=["stim"],
 )
 
 
@@ -142,6 +149,9 @@ def test_option_validation_errors(tmp_path, restore_mbp):
         "laminar_n_layers = 1": "laminar_n_layers",  # >= 2
         "laminar_depth_method = 'equal'": "laminar_depth_method",
         "laminar_n_layer = 3": "did you mean 'laminar_n_layers'",
+        "laminar_patch_fwhm = 0.0": "laminar_patch_fwhm",  # > 0
+        "laminar_comparison_method = 'lcmv'": "laminar_comparison_method",
+        "laminar_sliding_windows = (-50.0, 10.0)": "laminar_sliding_windows",
     }
     for i, (line, expected) in enumerate(bad.items()):
         cfg_file = tmp_path / f"bad{i}.py"

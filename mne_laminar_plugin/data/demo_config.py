@@ -26,7 +26,7 @@ spatial_filter = None
 reject = None
 
 # --------------------------------------------------------- epochs, evoked
-conditions = ["stim"]
+conditions = ["stim", "layer"]  # "layer": a source on layer 8 of 11 only
 epochs_tmin = -0.2
 epochs_tmax = 0.5
 baseline = (None, 0)
@@ -55,7 +55,8 @@ laminar_column_spacing = "oct5"
 laminar_orientation = "link_vector"
 laminar_leadfield_mode = "simulate"
 laminar_orientation_type = "fixed"
-laminar_rois = ("label/lh.demo_roi.label",)
+laminar_rois = ("label/lh.demo_roi.label", "label/lh.demo_column.label")
+laminar_comparison_woi = (0.05, 0.15)  # around the 100 ms peak
 # The demo runs offline: MBP's source/_99_group_average would download
 # fsaverage; with this set it is skipped when fsaverage is not installed.
 laminar_offline_mode = True

@@ -7,6 +7,6 @@ reimplemented natively (``_reml``: ReML and free energy; ``_patches``:
 geodesic Gaussian patches; ``_temporal``: DCT/Hann/SVD temporal reduction).
 """
 
-from ._compare import LayerEvidence, compare_layers
+from ._compare import STRONG_DF, LayerEvidence, compare_layers
 
-__all__ = ["LayerEvidence", "compare_layers"]
+__all__ = ["LayerEvidence", "STRONG_DF", "compare_layers"]

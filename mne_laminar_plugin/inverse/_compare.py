@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
 
+from .._conventions import INVERSE_METHODS
 from ._reml import HC, HE, reml, reml_grouped, reml_msp
 from ._patches import layer_patches, mesh_edges, patch_kernel
 from ._temporal import dct_basis, hann as hann_window, temporal_modes
 
-METHODS = ("msp", "ebb")
+METHODS = INVERSE_METHODS
 #: |ΔF| above this (nats) between the best and the runner-up is strong evidence
 STRONG_DF = 3.0
 DEFAULT_BAND = (0.0, 256.0)
@@ -378,20 +379,12 @@ def _layer_labels(fractions):
 
 # ====================================================== input handling
 def _si_factors(lf):
-    """Per-row factor from the leadfield's stored units to MNE's SI per A·m.
+    """Per-row factor to MNE's SI units (ones for a leadfield in arbitrary units)."""
+    from ..leadfield import si_factors
 
-    ``sensor_unitmult`` is the power of ten of the stored unit per nA·m
-    (-15 fT/nAm, -13 fT/cm/nAm, -6 µV/nAm), so the factor is
-    ``10 ** (unitmult + 9)``.
-    """
-    n = lf.n_sensors
-    mult = lf.sensor_unitmult
-    if mult is None:
-        if set(lf.units) == {"arbitrary"} or not lf.units:
-            return np.ones(n)
-        raise ValueError("leadfield has no sensor_unitmult: its rows cannot be put in SI units")
-    mult = np.broadcast_to(np.asarray(mult, float), (n,))
-    return 10.0 ** (mult + 9.0)
+    if lf.sensor_unitmult is None and (not lf.units or set(lf.units) == {"arbitrary"}):
+        return np.ones(lf.n_sensors)
+    return si_factors(lf)
 
 
 def _check_fixed(leadfield):

@@ -30,7 +30,7 @@ from ._qc import (
     plot_column_norms,
     plot_depth_ratio,
 )
-from ._units import convert_grad_unit, si_to_target_units, unit_conversion
+from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
 
 __all__ = [
     "attach_layout",
@@ -56,6 +56,7 @@ __all__ = [
     "plot_column_norms",
     "plot_depth_ratio",
     "read_leadfield",
+    "si_factors",
     "si_to_target_units",
     "unit_conversion",
     "UNIT_LABELS",

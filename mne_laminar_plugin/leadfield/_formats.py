@@ -66,7 +66,7 @@ from ._data import (
     _validate,
 )
 from ._npz import read_npz
-from ._units import convert_grad_unit, si_to_target_units, unit_conversion
+from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
@@ -390,17 +390,6 @@ def _read_fwd(fname, orientation_type="fixed"):
     return data
 
 
-def _target_to_si_factors(data):
-    units = data.sensor_units
-    if units is None:
-        raise ValueError("to_forward needs sensor units (sensor_units)")
-    units = _per_channel(units, data.n_sensors, "sensor_units")
-    exps = _per_channel(data.sensor_unitmult, data.n_sensors, "sensor_unitmult")
-    factors, _, _ = unit_conversion(units, exps)  # stored -> target
-    si = np.array([UNITS[int(u)][0] for u in units])  # SI -> target
-    return factors / si  # stored -> SI
-
-
 def _to_forward(data: LeadfieldData):
     import mne
     from mne.forward import Forward
@@ -419,7 +408,7 @@ def _to_forward(data: LeadfieldData):
             "(simulated leadfields and files written by this package have them)"
         )
     n_sens, n_src = data.leadfield.shape[:2]
-    to_si = _target_to_si_factors(data)[:, None]
+    to_si = si_factors(data)[:, None]
     if data.orientation_type == "fixed":
         sol = data.leadfield * to_si
         source_ori = FIFF.FIFFV_MNE_FIXED_ORI

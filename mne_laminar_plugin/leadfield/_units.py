@@ -154,3 +154,33 @@ def convert_grad_unit(data, grad_unit):
         data.sensor_unitmult = exps[0].item() if (exps == exps[0]).all() else exps
     data.provenance = dict(data.provenance, grad_unit=f"{label} (gradiometer rows)")
     return data
+
+
+def si_factors(data):
+    """Per-row factors from a leadfield's stored units to MNE's SI units per A·m.
+
+    Parameters
+    ----------
+    data : LeadfieldData
+        A leadfield with ``sensor_units`` (FIFF unit codes) and
+        ``sensor_unitmult`` (power of ten of the stored values, see
+        :func:`unit_conversion`).
+
+    Returns
+    -------
+    factors : ndarray, shape (n_sensors,)
+        Multiply the stored rows by these to get T/(A·m), T/(m·A·m), V/(A·m).
+    """
+    from ._data import _per_channel
+
+    units = data.sensor_units
+    if units is None:
+        raise ValueError(
+            "leadfield.sensor_units is None: its rows cannot be put in SI units "
+            "(simulated leadfields and files written by this package have them)"
+        )
+    units = _per_channel(units, data.n_sensors, "sensor_units")
+    exps = _per_channel(data.sensor_unitmult, data.n_sensors, "sensor_unitmult")
+    factors, _, _ = unit_conversion(units, exps)  # stored -> target
+    si = np.array([UNITS[int(u)][0] for u in units])  # SI -> target
+    return factors / si  # stored -> SI

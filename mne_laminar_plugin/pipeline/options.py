@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Gt
 
 from .._conventions import (
     MIN_LAYERS,
     COLUMN_ORIENTATIONS,
     CORTEX_MASKS,
     FORWARD_ENGINES,
+    INVERSE_METHODS,
     LAYER_METHODS,
     LEADFIELD_MODES,
     ORIENTATION_TYPES,
@@ -168,6 +169,47 @@ OPTIONS: dict[str, ConfigOption] = {
         "FreeSurfer template subject (in subjects_dir, never downloaded) the "
         "group step maps every subject's score to (nearest vertex on "
         "?h.sphere.reg); skipped with a message when it is missing.",
+    ),
+    # ---------------------------------------------------- model comparison
+    "laminar_layer_comparison": ConfigOption(
+        bool,
+        True,
+        "Run laminar/model_comparison: free energy of one model per layer at "
+        "the best-score column and at every ROI prior, on MBP's evoked data.",
+    ),
+    "laminar_comparison_method": ConfigOption(
+        Literal[INVERSE_METHODS],
+        "msp",
+        "Layer model: 'msp' (a Gaussian patch at the prior column) or 'ebb' "
+        "(empirical Bayes beamformer prior over the whole layer).",
+    ),
+    "laminar_comparison_woi": ConfigOption(
+        tuple[float, float] | None,
+        None,
+        "Time window (s) of the whole-window comparison (None: every sample "
+        "of the evoked).",
+    ),
+    "laminar_patch_fwhm": ConfigOption(
+        Annotated[float, Gt(0)],
+        5.0,
+        "FWHM (mm) of the MSP patch: Gaussian over geodesic distance within a layer.",
+    ),
+    "laminar_temporal_modes": ConfigOption(
+        Annotated[int, Ge(1)],
+        4,
+        "Temporal modes of the whole-window comparison (sliding windows use 1, "
+        "as laMEG).",
+    ),
+    "laminar_sliding_windows": ConfigOption(
+        tuple[Annotated[float, Gt(0)], Annotated[float, Gt(0)] | None] | None,
+        (50.0, 10.0),
+        "Sliding-window comparison (MSP only) over the whole evoked: (width_ms, "
+        "step_ms), step None = every sample; None: no sliding windows.",
+    ),
+    "laminar_comparison_conditions": ConfigOption(
+        Sequence[str] | None,
+        None,
+        "Conditions of MBP's evoked file to compare layers on (None: all).",
     ),
 }
 

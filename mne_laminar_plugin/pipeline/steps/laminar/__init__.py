@@ -1,9 +1,11 @@
-"""Laminar analysis: layer surfaces, laminar leadfield, anatomical predictors."""
+"""Laminar analysis: layer surfaces, laminar leadfield, anatomical predictors,
+laminar model comparison."""
 
 from . import (
     _01_layer_surfaces,
     _02_leadfield,
     _03_predictors,
+    _04_model_comparison,
     _99_group_predictors,
 )
 
@@ -11,5 +13,6 @@ _STEPS = (
     _01_layer_surfaces,
     _02_leadfield,
     _03_predictors,
+    _04_model_comparison,
     _99_group_predictors,
 )
