@@ -53,7 +53,6 @@ from .._conventions import (
     ARBITRARY,
     ORIENTATION_TYPES,
     UNIT_LABELS,
-    UNITS,
 )
 from ._data import (
     LeadfieldData,
@@ -66,7 +65,7 @@ from ._data import (
     _validate,
 )
 from ._npz import read_npz
-from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
+from ._units import convert_grad_unit, si_factors, si_to_target_units
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
