@@ -41,7 +41,7 @@ class Sim:
         from mne_bids import BIDSPath, get_head_mri_trans, read_raw_bids
 
         subject = "sub-01"
-        sd = demo.subjects_dir
+        sd = self.subjects_dir = demo.subjects_dir
         self.surf = LaminarSurfaces.from_freesurfer(subject, sd, n_layers=N_LAYERS,
                                                     spacing="oct5", verbose="error")  # fmt: skip
         bp = BIDSPath(subject="01", task="demo", datatype="meg", root=demo.bids_root)
@@ -236,9 +236,11 @@ def test_predictivity_and_plot(sim, demo):
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score
 
-    acc = sim.run(snr_db=[0.0, 10.0])
-    pred = compute_predictors(sim.surf, sim.lf, whitener=sim.cov, info=sim.info,
-                              verbose="error")  # fmt: skip
+    acc = sim.run(snr_db=[0.0, 10.0], columns=sim.kept[::2])
+    from mne_laminar_plugin.predictors import read_scalp
+
+    pred = compute_predictors(sim.surf, sim.lf, read_scalp("sub-01", sim.subjects_dir),
+                              whitener=sim.cov, info=sim.info, verbose="error")  # fmt: skip
     out = acc.predictivity(pred, snr_db=0.0, random_forest=True)
     y = acc.accurate[0]
     score = pred.score()[acc.columns]

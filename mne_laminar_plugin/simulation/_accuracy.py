@@ -213,7 +213,7 @@ class LaminarAccuracy:
         cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=random_state)
 
         def logit():
-            return LogisticRegression(penalty="l2", solver="liblinear")
+            return LogisticRegression(solver="liblinear")  # l2 penalty
 
         def auc(model):
             s = cross_val_score(model, X, y, cv=cv, scoring="roc_auc")
