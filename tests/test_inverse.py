@@ -395,3 +395,25 @@ def test_bad_input(sim, tmp_path):
         compare_layers(ev.data, sim.lf, sim.cov, surfaces=sim.surf, prior=c)
     with pytest.raises(ValueError, match="prior lists a column twice"):
         _compare(sim, ev, [c, c])
+
+
+def test_batched_topographies_equal_public_path(sim):
+    """The batched route a simulation takes (whole-layer kernels for many
+    columns, reduced data, the batch core) = compare_layers one at a time."""
+    from mne_laminar_plugin.inverse._compare import _patch_topographies
+
+    rng = np.random.default_rng(18)
+    cols = rng.choice(sim.kept, 5, replace=False)
+    W = np.diag(1.0 / sim.std)  # whitener of the diagonal ad hoc covariance
+    U = _patch_topographies(sim.lf, sim.surf, W, None, cols, 5.0)
+    assert U.shape == (N_LAYERS, 5, 306)
+    i0, i1 = np.searchsorted(sim.times, [WOI[0] - 1e-9, WOI[1] + 1e-9])
+    T, _ = dct_basis(i1 - i0, SFREQ)
+    for j, c in enumerate(cols):
+        ev = sim.evoked(int(c), int(rng.integers(N_LAYERS)), 0.0, rng)
+        D = (W @ ev.data[:, i0:i1])[None, None]
+        Y, _ = temporal_modes(D, T, 4, window=hann(i1 - i0))
+        tau, rho = _msp_rho(Y, U[:, j].T)
+        F = _msp_free_energy_batch(tau[:, None], rho, 306, 4)[0]
+        ref = _compare(sim, ev, int(c))
+        np.testing.assert_allclose(F, ref.free_energy, rtol=1e-9)

@@ -18,7 +18,7 @@ from mne_laminar_plugin.inverse._patches import (
     mesh_edges,
     patch_kernel,
 )
-from mne_laminar_plugin.inverse._reml import HC, HE, V0, reml, reml_grouped
+from mne_laminar_plugin.inverse._reml import HC, HE, V0, reml, reml_grouped, reml_msp
 from mne_laminar_plugin.inverse._temporal import dct_basis, hann, temporal_modes
 
 
@@ -77,6 +77,32 @@ def test_grouped_equals_dense(n_comp):
         assert grouped.n_iter == dense.n_iter
         worst = max(worst, abs(grouped.free_energy - dense.free_energy))
     assert worst < 1e-8  # issue: 1e-5 nats
+
+
+def test_msp_specialised_equals_generic_and_dense():
+    """The batched single-patch core (2 x 2 closed form) = the generic grouped
+    fit over a wide range of SNRs (including dropped components) and = the
+    dense n x n fit on a few."""
+    rng = np.random.default_rng(7)
+    n, N = 306, 4
+    tau = rng.uniform(1e3, 2e3, 20000)
+    rho = tau * 10 ** rng.uniform(-4, -0.001, tau.shape)
+    F, h, act = reml_msp(rho, tau - rho, n, N)
+    gen = reml_grouped(np.stack([rho, tau - rho], -1), [[1, 1], [n, 0], [n, 0]],
+                       [1, n - 1], N)  # fmt: skip
+    np.testing.assert_allclose(F, gen.free_energy, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(h[:, 0], gen.h[:, 0], atol=1e-9)
+    np.testing.assert_allclose(h[:, 1], gen.h[:, 1], atol=1e-9)
+    np.testing.assert_array_equal(act[:, 1], gen.active[:, 1])
+    assert (~act[:, 0]).any() and (~act[:, 1]).any() and act.all(1).any()
+    F_b = _msp_free_energy_batch(tau, rho, n, N)
+    np.testing.assert_array_equal(F_b, F)
+    for _ in range(4):
+        a, u, Y, YY = _problem(rng, n=40, N=N, amp=float(rng.uniform(0, 20)))
+        dense = reml(YY, [np.eye(40) / 40, np.outer(a, a), np.outer(a, a)], N)
+        rho1 = u @ YY @ u
+        np.testing.assert_allclose(_msp_free_energy_batch(np.trace(YY), rho1, 40, N),
+                                   dense.free_energy, atol=1e-8)  # fmt: skip
 
 
 def test_one_component_closed_form():
@@ -285,3 +311,25 @@ def test_layer_patches_equal_patch_kernel():
     many = patch_kernel(layers[0], edges, 4.0, np.arange(40), keep=None).toarray()
     few = np.concatenate([patch_kernel(layers[0], edges, 4.0, [c]).toarray() for c in (3, 17)])
     np.testing.assert_allclose(many[[3, 17]], few, atol=1e-14)
+
+
+def test_bounded_paths_equal_dijkstra():
+    """The vectorised search for many centres = scipy's full Dijkstra."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import dijkstra
+
+    from mne_laminar_plugin.inverse._patches import geodesic_within
+
+    rng = np.random.default_rng(3)
+    rr, tris = _grid_mesh(25, 1.1)
+    rr = rr + rng.normal(scale=0.3, size=rr.shape)
+    edges = mesh_edges(tris, len(rr))
+    w = np.linalg.norm(rr[edges[:, 0]] - rr[edges[:, 1]], axis=1)
+    g = sparse.coo_matrix((w, (edges[:, 0], edges[:, 1])), shape=(len(rr),) * 2).tocsr()
+    full = dijkstra(g, directed=False)
+    centers = rng.choice(len(rr), 200, replace=False)
+    r, c, d = geodesic_within(rr, edges, centers, 4.5)
+    got = np.full((len(centers), len(rr)), np.inf)
+    got[r, c] = d
+    ref = np.where(full[centers] <= 4.5, full[centers], np.inf)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)

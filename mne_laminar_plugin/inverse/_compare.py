@@ -13,12 +13,11 @@ the best and the runner-up is "strong" evidence (about 20:1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from mne.utils import _check_option, _validate_type, logger, verbose
+from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
 
-from ._reml import HC, HE, reml, reml_grouped
+from ._reml import HC, HE, reml, reml_grouped, reml_msp
 from ._patches import layer_patches, mesh_edges, patch_kernel
 from ._temporal import dct_basis, hann as hann_window, temporal_modes
 
@@ -58,7 +57,9 @@ def _msp_free_energy_batch(tau, rho, n_channels, n_samples, *, return_result=Fal
     data only through ``tau = tr(YY)`` and ``rho = u^T YY u``: each model
     costs O(1), whatever ``n``, and any number of (prior column, layer
     model, simulation, window) combinations are fitted at once, following
-    the iteration path of the dense fit (:func:`._reml.reml`) exactly.
+    the iteration path of the dense fit (:func:`._reml.reml`) exactly
+    (:func:`._reml.reml_msp`, the 2 x 2 closed form; 1e-12 nats from the
+    generic :func:`._reml.reml_grouped` and the dense n x n fit).
 
     Parameters
     ----------
@@ -76,7 +77,9 @@ def _msp_free_energy_batch(tau, rho, n_channels, n_samples, *, return_result=Fal
     n_samples : int | array
         N = n_temporal_modes x n_trials.
     return_result : bool
-        Also return the :class:`._reml.ReMLResult` (hyperparameters, ...).
+        Also return ``h`` (..., 2): the noise and (each) patch log
+        hyperparameter, and ``active`` (..., 2): whether they stayed in the
+        model.
 
     Returns
     -------
@@ -84,15 +87,73 @@ def _msp_free_energy_batch(tau, rho, n_channels, n_samples, *, return_result=Fal
         Negative free energy (nats) of each model, on the data scale (models
         of the same data are comparable).
     """
-    tau = np.asarray(tau, float)
-    rho = np.asarray(rho, float)
-    tau, rho = np.broadcast_arrays(tau, rho)
-    n = int(n_channels)
-    yy = np.stack([rho, np.maximum(tau - rho, 0.0)], axis=-1)
-    q = np.array([[1.0, 1.0], [n, 0.0], [n, 0.0]])
-    mult = np.array([1.0, n - 1.0])
-    res = reml_grouped(yy, q, mult, n_samples)
-    return (res.free_energy, res) if return_result else res.free_energy
+    tau, rho = np.broadcast_arrays(np.asarray(tau, float), np.asarray(rho, float))
+    F, h, active = reml_msp(rho, np.maximum(tau - rho, 0.0), int(n_channels), n_samples)
+    return (F, h, active) if return_result else F
+
+
+def _whitened_block(LF, rows, factors, W, src):
+    """``W`` times the SI leadfield of the sources ``src`` (array or slice)."""
+    G = LF[:, src]
+    G = np.asarray(G if rows is None else G[rows], float)
+    return W @ (G * factors[:, None])
+
+
+def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
+                        projection=None):  # fmt: skip
+    """Unit patch topographies of many columns on every layer, batched.
+
+    For simulations over many columns (issue #12): the patch kernels of all
+    ``columns`` on each layer at once (:func:`._patches.patch_kernel`), times
+    the whitened (and projected) leadfield of the layer.
+
+    Parameters
+    ----------
+    leadfield : LeadfieldData
+        Fixed orientation, with its layout.
+    surfaces : LaminarSurfaces
+        The leadfield's surfaces (meshes for the geodesic kernel).
+    W : array, shape (n, n_rows)
+        Whitener of the leadfield rows ``rows`` (SI units).
+    rows : array of int | None
+        Leadfield rows, in the whitener's channel order (None: all, in order).
+    columns : array of int
+        Column ids (surfaces numbering), all kept by the leadfield.
+    patch_fwhm : float
+        FWHM (mm).
+    projection : array, shape (m, n) | None
+        Spatial projection A applied after the whitener.
+
+    Returns
+    -------
+    U : array, shape (n_layers, n_selected_columns, n)
+        ``A W L_l q_l / ||.||`` for every layer ``l`` and column; with reduced
+        data ``Y`` (``(..., K, n, Nr)``) ``rho = ||U Y||^2`` feeds
+        :func:`_msp_free_energy_batch` (see :func:`_msp_rho`, ``U[l].T``).
+    """
+    columns = np.asarray(columns, np.int64)
+    kept = np.asarray(leadfield.columns)
+    n_kept = len(kept)
+    keep = np.zeros(surfaces.n_columns, bool)
+    keep[kept] = True
+    if not keep[columns].all():
+        raise ValueError(f"columns {columns[~keep[columns]][:5].tolist()} have no sources")
+    edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
+    factors = _si_factors(leadfield)
+    if rows is not None:
+        factors = factors[rows]
+    out = None
+    for layer in range(leadfield.n_layers):
+        K = patch_kernel(surfaces.layers[layer] * 1e3, edges, patch_fwhm, columns, keep=keep)
+        G = _whitened_block(leadfield.leadfield, rows, factors, W,
+                            slice(layer * n_kept, (layer + 1) * n_kept))  # fmt: skip
+        if projection is not None:
+            G = projection @ G
+        topo = np.asarray(K[:, kept] @ G.T)
+        if out is None:
+            out = np.empty((leadfield.n_layers, len(columns), topo.shape[1]))
+        out[layer] = topo / np.linalg.norm(topo, axis=1, keepdims=True)
+    return out
 
 
 def _msp_rho(Y, U):
@@ -125,8 +186,9 @@ def _ebb_free_energy(Ys, G, kernel, n_samples):
     quad = (proj**2 / (s[:, None] ** 2 + delta)).sum(0) + (perp**2).sum(0) / delta
     power = (lam**2).sum(0) / quad
     power /= power.max()
-    K = (G * power) @ G.T
-    kval, kvec = np.linalg.eigh(0.5 * (K + K.T))
+    B = G * np.sqrt(power)
+    K = B @ B.T  # symmetric rank-k product
+    kval, kvec = np.linalg.eigh(K)
     kval = np.maximum(kval, 0.0)
     yy = ((kvec.T @ Ys) ** 2).sum(1)
     q = np.stack([np.ones(n), kval])
@@ -348,17 +410,29 @@ def _check_fixed(leadfield):
     return leadfield
 
 
-def _data_channels(evoked):
-    """Good MEG/EEG channels of the data, in data order."""
+def _data_channels(evoked, leadfield):
+    """Good MEG/EEG channels of the data, in data order, of the leadfield's types.
+
+    A channel type the leadfield has none of (e.g. EEG with a MEG-only
+    leadfield) is left out, with a log message.
+    """
     types = evoked.get_channel_types()
     bads = set(evoked.info["bads"])
-    return [n for n, t in zip(evoked.ch_names, types) if t in _DATA_TYPES and n not in bads]
+    lf_types = set(leadfield.ch_types or _DATA_TYPES)
+    skipped = {t for t in types if t in _DATA_TYPES and t not in lf_types}
+    if skipped:
+        logger.info(f"    the leadfield has no {sorted(skipped)} channels: not used")
+    return [n for n, t in zip(evoked.ch_names, types)
+            if t in _DATA_TYPES and t in lf_types and n not in bads]  # fmt: skip
 
 
 def _match_channels(evoked, leadfield, noise_cov):
-    names = _data_channels(evoked)
+    names = _data_channels(evoked, leadfield)
     if not names:
-        raise ValueError("evoked has no good MEG or EEG channel")
+        raise ValueError(
+            f"evoked has no good MEG or EEG channel of the leadfield's types "
+            f"{sorted(set(leadfield.ch_types))}"
+        )
     lf_index = {n: i for i, n in enumerate(leadfield.ch_names)}
     for what, have in (("leadfield", lf_index), ("noise_cov", set(noise_cov.ch_names))):
         missing = [n for n in names if n not in have]
@@ -774,20 +848,23 @@ def _compare_layers(
     edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
     LF = leadfield.leadfield
 
+    sel_rows = None if np.array_equal(rows, np.arange(LF.shape[0])) else rows
+
     def whitened(src):
-        G = np.asarray(LF[:, src][rows], float) * factors[:, None]
-        return W @ G
+        return _whitened_block(LF, sel_rows, factors, W, src)
 
     A = None
     if spatial_modes != "all":
-        G_all = whitened(np.arange(leadfield.n_sources))
         if spatial_modes > n_white:
             raise ValueError(
                 f"spatial_modes={spatial_modes} exceeds the {n_white} whitened channels"
             )
-        evals, evecs = np.linalg.eigh(G_all @ G_all.T)
+        GG = np.zeros((n_white, n_white))
+        for layer in range(n_layers):  # G G^T of all layers, one layer at a time
+            G = whitened(slice(layer * n_kept, (layer + 1) * n_kept))
+            GG += G @ G.T
+        _, evecs = np.linalg.eigh(GG)
         A = evecs[:, ::-1][:, :spatial_modes].T
-        del G_all
     n_red = n_white if A is None else A.shape[0]
     proj = W if A is None else A @ W
 
@@ -831,7 +908,8 @@ def _compare_layers(
                     tau[:, None], rho, n_red, N
                 ).T
         else:
-            for s in range(0, len(starts), _WINDOW_CHUNK):
+            for s in ProgressBar(range(0, len(starts), _WINDOW_CHUNK),
+                                 mesg="multi-patch windows"):  # fmt: skip
                 Y = reduced(starts[s : s + _WINDOW_CHUNK])
                 for w in range(Y.shape[0]):
                     Ys = np.concatenate(list(Y[w]), axis=1)
@@ -842,11 +920,12 @@ def _compare_layers(
     else:  # EBB over the whole layer
         Y = reduced(starts)[0]
         Ys = np.concatenate(list(Y), axis=1)
-        for l_model, l_surf in enumerate(surf_layers):
+        for l_model, l_surf in ProgressBar(list(enumerate(surf_layers)),
+                                           mesg="EBB layer models"):  # fmt: skip
             rr_mm = surfaces.layers[l_surf] * 1e3
             Kfull = patch_kernel(rr_mm, edges, patch_fwhm, kept, keep=keep_mask)
             kernel = Kfull[:, kept]
-            G = whitened(l_model * n_kept + np.arange(n_kept))
+            G = whitened(slice(l_model * n_kept, (l_model + 1) * n_kept))
             if A is not None:
                 G = A @ G
             F[l_model, 0] = _ebb_free_energy(Ys, G, kernel, N)

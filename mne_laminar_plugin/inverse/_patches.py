@@ -18,8 +18,6 @@ from scipy.sparse.csgraph import dijkstra
 
 FWHM_TO_SIGMA = 1.0 / 2.355
 MIN_WEIGHT = float(np.exp(-8.0))
-#: rows of the dense distance block computed at once (memory: rows x n_vertices)
-_CHUNK = 256
 #: up to this many centres, search only the Euclidean ball around each
 _LOCAL_MAX = 16
 
@@ -57,7 +55,8 @@ def geodesic_within(rr, edges, centers, limit):
     Returns ``(rows, cols, dist)``: centre index (into ``centers``), vertex and
     distance of every vertex within ``limit``. For a few centres only the
     vertices inside the Euclidean ball of radius ``limit`` are searched (every
-    vertex of a path of length <= limit lies in it, so this is exact).
+    vertex of a path of length <= limit lies in it, so this is exact); many
+    centres go through :func:`_bounded_paths`.
     """
     rr = np.asarray(rr, float)
     centers = np.atleast_1d(np.asarray(centers, np.int64))
@@ -77,14 +76,65 @@ def geodesic_within(rr, edges, centers, limit):
             cols.append(ball[ok])
             dist.append(d[ok])
     else:
-        g = _graph(rr, edges, n)
-        for start in range(0, len(centers), _CHUNK):
-            d = dijkstra(g, directed=False, indices=centers[start : start + _CHUNK], limit=lim)
-            r, c = np.nonzero(np.isfinite(d))
-            rows.append(r + start)
-            cols.append(c)
-            dist.append(d[r, c])
+        r, c, d = _bounded_paths(rr, edges, centers, lim)
+        rows.append(r)
+        cols.append(c)
+        dist.append(d)
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(dist)
+
+
+def _bounded_paths(rr, edges, centers, limit):
+    """Shortest edge-path distances <= limit from many centres (vectorised).
+
+    A label-correcting search over (centre, vertex) pairs: every vertex of a
+    path of length <= limit lies in the Euclidean ball of the centre, so only
+    those pairs (a k-d tree query) can be reached; each round extends the
+    pairs improved in the previous round by one edge and keeps the minimum
+    per pair, until nothing improves (the result is the Dijkstra distance).
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(rr)
+    pairs = cKDTree(rr[centers]).sparse_distance_matrix(
+        cKDTree(rr), limit, output_type="ndarray"
+    )
+    keys = np.sort(pairs["i"].astype(np.int64) * n + pairs["j"])
+    dist = np.full(len(keys), np.inf)
+    # directed adjacency (CSR) with edge lengths
+    src = np.concatenate([edges[:, 0], edges[:, 1]])
+    dst = np.concatenate([edges[:, 1], edges[:, 0]])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    w = np.maximum(np.linalg.norm(rr[src] - rr[dst], axis=1), 1e-12)
+    indptr = np.searchsorted(src, np.arange(n + 1))
+    start = np.searchsorted(keys, np.arange(len(centers)) * n + centers)
+    dist[start] = 0.0
+    f_idx = start
+    while len(f_idx):
+        f_c = keys[f_idx] // n
+        f_v = keys[f_idx] % n
+        deg = indptr[f_v + 1] - indptr[f_v]
+        rep = np.repeat(np.arange(len(f_idx)), deg)
+        pos = np.repeat(indptr[f_v] - np.cumsum(np.r_[0, deg[:-1]]), deg) + np.arange(len(rep))
+        new_d = dist[f_idx][rep] + w[pos]
+        new_k = f_c[rep] * n + dst[pos]
+        ok = new_d <= limit
+        new_d, new_k = new_d[ok], new_k[ok]
+        at = np.searchsorted(keys, new_k)
+        at = np.minimum(at, len(keys) - 1)
+        ok = keys[at] == new_k
+        at, new_d = at[ok], new_d[ok]
+        best = np.full(len(keys), np.inf)
+        np.minimum.at(best, at, new_d)
+        improved = np.flatnonzero(best < dist)
+        dist[improved] = best[improved]
+        f_idx = improved
+    ok = np.isfinite(dist)
+    return keys[ok] // n, keys[ok] % n, dist[ok]
+
+
+_KERNELS: dict = {}
+_KERNEL_CACHE = 32
 
 
 def patch_kernel(rr, edges, fwhm, centers, *, keep=None):
@@ -108,10 +158,19 @@ def patch_kernel(rr, edges, fwhm, centers, *, keep=None):
     Returns
     -------
     kernel : scipy.sparse.csr_matrix, shape (n_patches, n_vertices)
-        Rows sum to 1.
+        Rows sum to 1. Cached on the geometry, the centres and the FWHM
+        (EBB's whole-layer kernels are reused by later comparisons).
     """
     centers = np.atleast_1d(np.asarray(centers, np.int64))
+    rr = np.ascontiguousarray(rr, float)
     n = len(rr)
+    h = hashlib.blake2b(digest_size=20)
+    for arr in (rr, np.ascontiguousarray(edges), centers,
+                np.zeros(0, bool) if keep is None else np.ascontiguousarray(keep)):  # fmt: skip
+        h.update(arr.tobytes())
+    key = (h.hexdigest(), float(fwhm))
+    if key in _KERNELS:
+        return _KERNELS[key].copy()
     sigma = float(fwhm) * FWHM_TO_SIGMA
     r, c, d = geodesic_within(rr, edges, centers, fwhm)
     w = np.exp(-(d**2) / (2 * sigma**2))
@@ -123,7 +182,11 @@ def patch_kernel(rr, edges, fwhm, centers, *, keep=None):
     if (sums <= 0).any():
         bad = centers[sums <= 0]
         raise ValueError(f"patch centre(s) {bad[:5].tolist()} have no kept vertex in the patch")
-    return sparse.diags(1.0 / sums) @ K
+    K = (sparse.diags(1.0 / sums) @ K).tocsr()
+    if len(_KERNELS) >= _KERNEL_CACHE:
+        _KERNELS.pop(next(iter(_KERNELS)))
+    _KERNELS[key] = K
+    return K.copy()
 
 
 def layer_patches(layers_rr, edges, fwhm, center, *, keep=None):

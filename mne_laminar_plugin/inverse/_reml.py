@@ -269,3 +269,121 @@ def reml(YY, Q, n_samples, *, V=None, hE=HE, hC=HC, max_iter=MAX_ITER):
         - 0.5 * N * n * np.log(sY)
     )
     return ReMLResult(free_energy=float(F), h=hk, active=act, n_iter=n_iter, scale=float(sY))
+
+
+def reml_msp(yy_u, yy_perp, n, n_samples, *, hE=HE, hC=HC, max_iter=MAX_ITER):
+    """:func:`reml_grouped` for the single-patch MSP model, specialised (batched).
+
+    The model is ``C = V0 I + e^h0 I + (e^h1 + e^h2) n u u^T`` (scaled), i.e.
+    :func:`reml_grouped` with ``q = [[1, 1], [n, 0], [n, 0]]`` and ``mult =
+    [1, n - 1]``. Its two patch components are identical and start equal, so
+    ``h1 = h2`` along the whole iteration; in the basis ``{e0, (e1 + e2) /
+    sqrt 2, (e1 - e2) / sqrt 2}`` the curvature is a 2 x 2 block plus the
+    eigenvalue ``-1 / hC``, whose function is computed in closed form. The
+    same iteration as :func:`reml_grouped`, several times faster for many
+    models (no batched eigendecomposition).
+
+    Parameters
+    ----------
+    yy_u, yy_perp : array, shape (...)
+        ``u^T YY u`` and ``tr(YY) - u^T YY u``.
+    n : int
+        Dimension of the data.
+    n_samples : int | array
+        N.
+
+    Returns
+    -------
+    F : array, shape (...)
+        Free energy (nats); see :func:`reml_grouped`.
+    h : array, shape (..., 2)
+        ``h0`` (noise) and ``h1 = h2`` (each patch component).
+    active : array of bool, shape (..., 2)
+    """
+    yy_u, yy_perp, N = np.broadcast_arrays(
+        np.asarray(yy_u, float), np.asarray(yy_perp, float), np.asarray(n_samples, float)
+    )
+    out_shape = yy_u.shape
+    yy_u, yy_perp, N = (x.reshape(-1) for x in (yy_u, yy_perp, N))
+    n = float(n)
+    sY = (yy_u + yy_perp) / (N * n)
+    yu, yp = yy_u / sY, yy_perp / sY
+    Pi = 1.0 / hC
+    shape = yu.shape
+    h0, h1 = np.zeros(shape), np.zeros(shape)
+    a0, a1 = np.ones(shape, bool), np.ones(shape, bool)
+    t = np.full(shape, T0)
+    dF = np.full(shape, np.inf)
+    done = np.zeros(shape, bool)
+    keep = None
+    r2 = np.sqrt(2.0)
+    for _ in range(max_iter):
+        e0 = np.where(a0, np.exp(h0), 0.0)
+        e1 = np.where(a1, np.exp(h1), 0.0)
+        cp = V0 + e0
+        cu = cp + 2 * n * e1
+        icu2, icp2 = 1.0 / cu**2, 1.0 / cp**2
+        g0 = 0.5 * (yu * icu2 + yp * icp2) - 0.5 * N * (1.0 / cu + (n - 1) / cp)
+        g1 = 0.5 * n * yu * icu2 - 0.5 * N * n / cu
+        H00 = -0.5 * N * (icu2 + (n - 1) * icp2)
+        H01 = -0.5 * N * n * icu2
+        H11 = -0.5 * N * n * n * icu2
+        gt0 = np.where(a0, g0 * e0 - (h0 - hE) * Pi, 0.0)
+        gt1 = np.where(a1, g1 * e1 - (h1 - hE) * Pi, 0.0)
+        # symmetric 2 x 2 block [[a, b], [b, d]] (inactive: -1, decoupled)
+        both = a0 & a1
+        a = np.where(a0, H00 * e0 * e0 - Pi, -1.0)
+        b = np.where(both, r2 * H01 * e0 * e1, 0.0)
+        d = np.where(a1, 2 * H11 * e1 * e1 - Pi, -1.0)
+        gam0, gam1 = gt0, r2 * gt1
+        theta = 0.5 * np.arctan2(2 * b, a - d)
+        cs, sn = np.cos(theta), np.sin(theta)
+        lam1 = a * cs * cs + 2 * b * sn * cs + d * sn * sn
+        lam2 = a * sn * sn - 2 * b * sn * cs + d * cs * cs
+        m_act = a0 + 2 * a1
+        logdet = np.log(np.abs(lam1)) + np.log(np.abs(lam2)) + np.where(a1, np.log(Pi), 0.0)
+        tau = np.exp(t - logdet / np.maximum(m_act, 1))
+        f1 = np.expm1(tau * lam1) / lam1
+        f2 = np.expm1(tau * lam2) / lam2
+        p1 = cs * gam0 + sn * gam1
+        p2 = -sn * gam0 + cs * gam1
+        d0 = f1 * p1 * cs - f2 * p2 * sn
+        ds = f1 * p1 * sn + f2 * p2 * cs
+        dh0 = np.where(a0, d0, 0.0)
+        dh1 = np.where(a1, ds / r2, 0.0)
+        pF = gam0 * d0 * a0 + gam1 * ds * a1
+        upd = ~done
+        state = (cu, cp, h0, h1, a0, a1, lam1 * lam2)
+        if keep is None:
+            keep = [s.copy() for s in state]
+        else:
+            for k_, s in zip(keep, state):
+                k_[upd] = s[upd]
+        h0 = np.where(upd, h0 + dh0, h0)
+        h1 = np.where(upd, h1 + dh1, h1)
+        t = np.where(upd, np.where(pF > dF, t - 1.0, t + 0.125), t)
+        dF = np.where(upd, pF, dF)
+        a0 = np.where(upd, a0 & (h0 > hE), a0)
+        a1 = np.where(upd, a1 & (h1 > hE), a1)
+        done |= upd & (pF < TOL)
+        if done.all():
+            break
+    cu, cp, h0, h1, a0, a1, det = keep
+    e2 = np.where(a0, (h0 - hE) ** 2, 0.0) + np.where(a1, 2 * (h1 - hE) ** 2, 0.0)
+    # log|-H~| of the active block: the 2 x 2 part (inactive: |-(-1)| = 1) and,
+    # with the patches, the antisymmetric eigenvalue 1 / hC
+    logdet_negH = np.log(np.abs(det)) + np.where(a1, np.log(Pi), 0.0)
+    m_act = a0 + 2 * a1
+    F = (
+        -0.5 * (yu / cu + yp / cp)
+        - 0.5 * N * (np.log(cu) + (n - 1) * np.log(cp))
+        - 0.5 * N * n * _LOG2PI
+        - 0.5 * e2 * Pi
+        - 0.5 * (logdet_negH + m_act * np.log(hC))
+        - 0.5 * N * n * np.log(sY)
+    )
+    return (
+        F.reshape(out_shape),
+        np.stack([h0, h1], -1).reshape(out_shape + (2,)),
+        np.stack([a0, a1], -1).reshape(out_shape + (2,)),
+    )
