@@ -21,11 +21,10 @@ from ..inverse._compare import (
     _check_fixed,
     _check_surfaces,
     _match_channels,
+    _patch_topographies,
     _resolve_woi,
-    _si_factors,
     _whitener,
 )
-from ..inverse._patches import mesh_edges, patch_kernel
 from ..inverse._temporal import dct_basis, hann as hann_window
 from ._accuracy import LaminarAccuracy
 from ._kernel import column_bases, draw_noise, layer_free_energy, noise_stats
@@ -193,26 +192,14 @@ def _resolve_layers(true_layers, n_layers):
     return lay.astype(np.int64)
 
 
-def _topographies(lf, rows, factors, W, surfaces, surf_layers, cols, fwhm):
-    """Whitened topography of a 10 nAm patch at each column on every layer.
+def _topographies(lf, rows, W, surfaces, surf_layers, cols, fwhm):
+    """Whitened field of a 10 nA·m patch at each column on every layer.
 
     Returns an array (n_cols, n, n_layers).
     """
-    kept = np.asarray(lf.columns)
-    n_kept = len(kept)
-    keep = np.zeros(surfaces.n_columns, bool)
-    keep[kept] = True
-    edges = mesh_edges(surfaces.combined_tris(), surfaces.n_columns)
-    out = np.empty((len(cols), W.shape[0], lf.n_layers))
-    LF = lf.leadfield
-    moment = DIPOLE_NAM * 1e-9  # A·m (factors give SI per A·m)
-    for l_model, l_surf in enumerate(surf_layers):
-        K = patch_kernel(surfaces.layers[l_surf] * 1e3, edges, fwhm, cols, keep=keep)
-        K = K[:, kept].tocsc()
-        block = np.asarray(LF[:, l_model * n_kept : (l_model + 1) * n_kept])[rows]
-        sensor = (K @ (block * factors[:, None]).T).T  # (n_ch, n_cols)
-        out[:, :, l_model] = (W @ sensor).T * moment
-    return out
+    topo = _patch_topographies(lf, surfaces, W, rows, cols, fwhm, normalize=False,
+                               surface_layers=surf_layers)  # fmt: skip
+    return np.moveaxis(topo, 0, -1) * (DIPOLE_NAM * 1e-9)
 
 
 def _run_chunk(seed, U_inv, S_sim, same, sigma0, snr, K, n, T_full, H, band, ghat,
@@ -407,7 +394,6 @@ def _simulate(leadfield, surfaces, *, noise_cov, snr_db, n_trials, woi, patch_fw
     names, rows = _match_channels(template, leadfield, noise_cov)
     W = _whitener(template, noise_cov, names, rank)
     n = W.shape[0]
-    factors = _si_factors(leadfield)[rows]
 
     kept = np.intersect1d(leadfield.columns, inv_lf.columns)
     cols = _resolve_columns(columns, kept)
@@ -435,12 +421,10 @@ def _simulate(leadfield, surfaces, *, noise_cov, snr_db, n_trials, woi, patch_fw
         f"{nb} samples, {K} trial(s)"
     )
     with _blas_limit():
-        S_all = _topographies(leadfield, rows, factors, W, surfaces, surf_layers, cols,
-                              patch_fwhm)  # fmt: skip
+        S_all = _topographies(leadfield, rows, W, surfaces, surf_layers, cols, patch_fwhm)
         U_all = S_all
         if not same:  # same channel order (checked)
-            U_all = _topographies(inv_lf, rows, _si_factors(inv_lf)[rows], W, surfaces,
-                                  surf_layers, cols, patch_fwhm)  # fmt: skip
+            U_all = _topographies(inv_lf, rows, W, surfaces, surf_layers, cols, patch_fwhm)
             same = np.array_equal(U_all, S_all)  # e.g. a copy: the same models
         S_all = S_all[:, :, true]
         E = _symmetric_whitener_basis(W)
