@@ -143,12 +143,11 @@ def test_sampler_has_the_distribution_of_the_full_noise(sim):
     band = np.flatnonzero(freqs <= 256)
     H = T_full[:, band]
     ghat = np.exp(-np.linspace(-1, 1, nb) ** 2) @ T_full
-    alpha = np.ones((1, 1))
+    alpha = np.ones((1, M))
+    a = np.repeat(a, M, axis=2)  # one simulation per draw
 
     def F(P, W):
-        return np.concatenate([layer_free_energy(b, a, ghat, alpha, P[:, i:i + 1], W[:, i:i + 1],
-                                                 H, band, 4, n, 1)
-                               for i in range(P.shape[1])], axis=-1)[0]  # fmt: skip
+        return layer_free_energy(b, a, ghat, alpha, P, W, H, band, 4, n, 1)[0]  # (L, M)
 
     P1, W1 = draw_noise(rng, (1, M), 1, L, nb, n - L)
     P2, W2 = noise_stats(rng.standard_normal((1, M, 1, n, nb)), Q, T_full)

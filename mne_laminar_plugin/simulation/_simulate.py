@@ -199,12 +199,15 @@ def _topographies(lf, rows, W, surfaces, surf_layers, cols, fwhm):
     """
     topo = _patch_topographies(lf, surfaces, W, rows, cols, fwhm, normalize=False,
                                surface_layers=surf_layers)  # fmt: skip
-    return np.moveaxis(topo, 0, -1) * (DIPOLE_NAM * 1e-9)
+    # C order: the chunks must see the same memory layout in every process
+    # (pickled or memory-mapped by joblib), else BLAS rounding differs
+    return np.ascontiguousarray(np.moveaxis(topo, 0, -1)) * (DIPOLE_NAM * 1e-9)
 
 
 def _run_chunk(seed, U_inv, S_sim, same, sigma0, snr, K, n, T_full, H, band, ghat,
                n_modes, noise=None):  # fmt: skip
     """F (n_snr, C, L, Ls) of one chunk of columns."""
+    U_inv, S_sim, sigma0 = (np.ascontiguousarray(x) for x in (U_inv, S_sim, sigma0))
     with _blas_limit():
         U = U_inv / np.linalg.norm(U_inv, axis=1, keepdims=True)
         Q = column_bases(U, None if same else S_sim)
@@ -426,7 +429,7 @@ def _simulate(leadfield, surfaces, *, noise_cov, snr_db, n_trials, woi, patch_fw
         if not same:  # same channel order (checked)
             U_all = _topographies(inv_lf, rows, W, surfaces, surf_layers, cols, patch_fwhm)
             same = np.array_equal(U_all, S_all)  # e.g. a copy: the same models
-        S_all = S_all[:, :, true]
+        S_all = np.ascontiguousarray(S_all[:, :, true])
         E = _symmetric_whitener_basis(W)
         chan = np.einsum("in,cnl->cil", E, S_all)
         sigma0 = np.abs(chan).mean(axis=1) * wave.std(ddof=1)  # (n_cols, Ls), 0 dB
