@@ -23,3 +23,8 @@ laminar_skull_margin = None  # mm; None uses MBP's mindist
 laminar_scalp_mesh = "outer_skin"  # or "head" (bem/<subject>-head*.fif)
 laminar_rois = ("aparc:lh.precentral", "label/lh.my_roi.label")
 laminar_score_weights = None  # e.g. {"lf_rms_diff": 2.0}
+
+# Accuracy simulation (Szul et al. 2025): a source on every layer of every column
+laminar_accuracy_enable = False  # True: maps of accuracy, error (mm), bias; AUC of the predictors
+laminar_accuracy_snr_db = -20.0  # or a sweep, e.g. (-40.0, -20.0, 0.0)
+laminar_accuracy_random_state = 0

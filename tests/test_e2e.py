@@ -16,7 +16,8 @@ from mne_laminar_plugin import bids
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors")
+SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors",
+            "Laminar accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     # MBP's stages ran, then ours, in order
     order = [out.index(s) for s in ("preprocessing/_07_make_epochs", "source/_04_make_forward",
                                     "laminar/_01_layer_surfaces", "laminar/_02_leadfield",
-                                    "laminar/_03_predictors")]
+                                    "laminar/_03_predictors", "laminar/_04_accuracy")]
     assert order == sorted(order)
     for subject in demo.subjects:
         mbp = demo.deriv_root / f"sub-{subject}" / "meg"
@@ -45,6 +46,9 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
         assert any(n.endswith(".surf.gii") for n in files), files
         assert any("leadfield" in n for n in files), files
         assert any(n.endswith("_predictors.tsv") for n in files), files
+        # the demo config turns the accuracy simulation on (3 SNRs)
+        assert any(n.endswith("_desc-laminar_accuracy.tsv") for n in files), files
+        assert sum("desc-accuracy_run-" in n and n.endswith(".func.gii") for n in files) == 6
         report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
         for section in SECTIONS:
             assert section in report, section

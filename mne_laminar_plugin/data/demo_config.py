@@ -47,6 +47,9 @@ laminar_orientation = "link_vector"
 laminar_leadfield_mode = "simulate"
 laminar_orientation_type = "fixed"
 laminar_rois = ("label/lh.demo_roi.label",)
+# simulate a source on every layer of every column (Szul et al. 2025)
+laminar_accuracy_enable = True
+laminar_accuracy_snr_db = (-20.0, 0.0, 10.0)
 # The demo runs offline: MBP's source/_99_group_average would download
 # fsaverage; with this set it is skipped when fsaverage is not installed.
 laminar_offline_mode = True

@@ -1,9 +1,10 @@
-"""Laminar analysis: layer surfaces, laminar leadfield, anatomical predictors."""
+"""Laminar analysis: layer surfaces, laminar leadfield, anatomical predictors, accuracy."""
 
 from . import (
     _01_layer_surfaces,
     _02_leadfield,
     _03_predictors,
+    _04_accuracy,
     _99_group_predictors,
 )
 
@@ -11,5 +12,6 @@ _STEPS = (
     _01_layer_surfaces,
     _02_leadfield,
     _03_predictors,
+    _04_accuracy,
     _99_group_predictors,
 )
