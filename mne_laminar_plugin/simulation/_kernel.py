@@ -144,7 +144,7 @@ def layer_free_energy(b, a, ghat, alpha, P, W, H, band, n_modes, n, n_trials):
     _, vec = np.linalg.eigh(H.T @ G @ H)
     V = vec[..., ::-1][..., :n_modes]  # top modes (C, Ls, n_band, r)
     Gb = G[..., band[:, None], band]
-    tau = np.einsum("clir,clij,cljr->cl", V, Gb, V)
+    tau = np.einsum("clir,clir->cl", Gb @ V, V)  # tr(V^T G_band V)
     X = np.einsum("cdm,clkdt->clkmt", b, R)[..., band] @ V[:, :, None]  # (C, Ls, K, L, r)
     rho = np.einsum("clkmr,clkmr->clm", X, X)
     F = _msp_free_energy_batch(tau[..., None], rho, n, n_modes * n_trials)
