@@ -431,8 +431,9 @@ def _simulate(leadfield, surfaces, *, noise_cov, snr_db, n_trials, woi, patch_fw
             same = np.array_equal(U_all, S_all)  # e.g. a copy: the same models
         S_all = np.ascontiguousarray(S_all[:, :, true])
         E = _symmetric_whitener_basis(W)
-        chan = np.einsum("in,cnl->cil", E, S_all)
-        sigma0 = np.abs(chan).mean(axis=1) * wave.std(ddof=1)  # (n_cols, Ls), 0 dB
+        sigma0 = np.concatenate([np.abs(E @ S_all[s : s + 1024]).mean(axis=1)
+                                 for s in range(0, len(cols), 1024)])  # fmt: skip
+        sigma0 *= wave.std(ddof=1)  # noise std at 0 dB, (n_cols, Ls)
     if not (sigma0 > 0).all():
         raise ValueError("some simulated patches have no field on the sensors")
     F = _simulate_chunks(entropy, U_all, S_all, same, sigma0, snr, K, n, T_full, H,
