@@ -48,7 +48,8 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
         assert any(n.endswith("_predictors.tsv") for n in files), files
         # the demo config turns the accuracy simulation on (3 SNRs)
         assert any(n.endswith("_desc-laminar_accuracy.tsv") for n in files), files
-        assert sum("desc-accuracy_run-" in n and n.endswith(".func.gii") for n in files) == 6
+        assert sum("_run-" in n and n.endswith("_desc-accuracy_stat.func.gii")
+                   for n in files) == 6  # fmt: skip
         report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
         for section in SECTIONS:
             assert section in report, section

@@ -62,7 +62,7 @@ def _stale_patterns(subject, session) -> list[str]:
     prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
     out = [f"{prefix}_space-individual_den-*_desc-laminar_accuracy.*"]
     for _, desc, _, _ in MAPS.values():
-        out.append(f"{prefix}_hemi-*_space-individual_den-*_desc-{desc}_run-*_stat.*")
+        out.append(f"{prefix}_run-*_hemi-*_space-individual_den-*_desc-{desc}_stat.*")
     return out
 
 
