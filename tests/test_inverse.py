@@ -256,6 +256,12 @@ def test_h5_leadfield_and_prior_forms(sim, tmp_path):
     lf2 = read_leadfield(fname)
     res = compare_layers(ev, lf2, sim.cov, surfaces=sim.surf, prior=c, woi=WOI)
     np.testing.assert_allclose(res.free_energy, ref.free_energy, rtol=1e-10)
+    # a bilaminar comparison read from the same file: each layer model's F
+    # depends only on that layer, so it is the pial and white entries
+    bi = compare_layers(ev, read_leadfield(fname, layers=[0, N_LAYERS - 1]), sim.cov,
+                        surfaces=sim.surf, prior=c, woi=WOI)  # fmt: skip
+    np.testing.assert_allclose(bi.free_energy, ref.free_energy[[0, -1]], rtol=1e-10)
+    np.testing.assert_allclose(bi.layer_depths["fraction"], [1.0, 0.0])
     pair = (str(sim.surf.hemi[c]), int(sim.surf.vertno[c]))
     np.testing.assert_allclose(_compare(sim, ev, pair).free_energy, ref.free_energy)
     np.testing.assert_allclose(_compare(sim, ev, [c]).free_energy, ref.free_energy,
@@ -417,3 +423,29 @@ def test_batched_topographies_equal_public_path(sim):
         F = _msp_free_energy_batch(tau[:, None], rho, 306, 4)[0]
         ref = _compare(sim, ev, int(c))
         np.testing.assert_allclose(F, ref.free_energy, rtol=1e-9)
+
+
+def test_rank_deficient_data_ssp(sim):
+    """An SSP projector on the data: the whitener is rank-reduced (305 of
+    306) and applied with the projector to the leadfield too; the layer is
+    still found. An EEG channel the MEG-only leadfield lacks is left out."""
+    rng = np.random.default_rng(19)
+    c, k = int(sim.kept[600]), 6
+    ev = sim.evoked(c, k, 10.0, rng)
+    mags = [n for n, t in zip(ev.ch_names, ev.get_channel_types()) if t == "mag"]
+    v = rng.normal(size=len(mags))
+    proj = mne.Projection(
+        data=dict(nrow=1, ncol=len(mags), row_names=None, col_names=mags,
+                  data=(v / np.linalg.norm(v))[None]),
+        kind=1, desc="test-ssp", active=False, explained_var=None,
+    )  # fmt: skip
+    ev.add_proj([proj]).apply_proj()
+    eeg = mne.EvokedArray(rng.normal(size=(1, len(ev.times))) * 1e-6,
+                          mne.create_info(["EEG 001"], SFREQ, "eeg"), tmin=-1.0,
+                          verbose="error")  # fmt: skip
+    with eeg.info._unlock():
+        eeg.info["dev_head_t"] = ev.info["dev_head_t"]
+    ev.add_channels([eeg], force_update_info=True)
+    res = _compare(sim, ev, c)
+    assert res.settings["rank"] == 305 and res.settings["n_channels"] == 306
+    assert res.best_layer == k

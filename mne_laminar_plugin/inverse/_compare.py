@@ -307,8 +307,9 @@ class LayerEvidence:
             centre, s; NaN for one window), ``free_energy``, ``delta_f``,
             ``best`` (this layer wins the window) and ``strong``.
         """
-        import pandas as pd
+        from mne.utils import _check_pandas_installed
 
+        pd = _check_pandas_installed(strict=True)  # (a dependency of MNE-BIDS-Pipeline)
         F = self.free_energy.reshape(self.n_layers, -1)
         n_win = F.shape[1]
         dF = F - F.min(0)
