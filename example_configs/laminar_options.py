@@ -35,3 +35,8 @@ laminar_patch_fwhm = 5.0  # mm, Gaussian over geodesic distance within a layer
 laminar_temporal_modes = 4
 laminar_sliding_windows = (50.0, 10.0)  # (width_ms, step_ms); None: no sliding windows
 laminar_comparison_conditions = None  # e.g. ["stim"]; None: all of MBP's evoked
+
+# Accuracy simulation (Szul et al. 2025): a source on every layer of every column
+laminar_accuracy_enable = False  # True: maps of accuracy, error (mm), bias; AUC of the predictors
+laminar_accuracy_snr_db = -20.0  # or a sweep, e.g. (-40.0, -20.0, 0.0)
+laminar_accuracy_random_state = 0

@@ -19,6 +19,8 @@ _LAZY = {
     "select_prior": "predictors",
     "compare_layers": "inverse",
     "LayerEvidence": "inverse",
+    "simulate_laminar_accuracy": "simulation",
+    "LaminarAccuracy": "simulation",
     "get_data_path": "demo",
     "make_demo_dataset": "demo",
     "PluginHost": "pipeline.host",

@@ -69,6 +69,9 @@ DESCRIPTIONS = {
     "distance": "Distance from the pial vertex to the scalp surface (mm)",
     "score": "Composite anatomical score of laminar discriminability",
     "orientation": "Unit dipole orientation of every column",
+    "accuracy": "Simulated laminar accuracy: every layer recovered at the column (0/1)",
+    "errormm": "Simulated laminar error: mean |true - peak layer| x thickness / n_layers (mm)",
+    "bias": "Simulated laminar bias: mean (true - peak layer) (layers)",
 }
 
 

@@ -17,7 +17,7 @@ from mne_laminar_plugin import bids
 pytestmark = pytest.mark.slow
 
 SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors",
-            "Laminar model comparison")
+            "Laminar model comparison", "Laminar accuracy")
 #: caption of an MBP 3D figure replaced by 2D projections
 TWO_D = "Drawn by mne-laminar as 2D matplotlib projections"
 
@@ -38,7 +38,8 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     # MBP's stages ran, then ours, in order
     order = [out.index(s) for s in ("preprocessing/_07_make_epochs", "source/_04_make_forward",
                                     "laminar/_01_layer_surfaces", "laminar/_02_leadfield",
-                                    "laminar/_03_predictors", "laminar/_04_model_comparison")]
+                                    "laminar/_03_predictors", "laminar/_04_model_comparison",
+                                    "laminar/_05_accuracy")]
     assert order == sorted(order)
     for subject in demo.subjects:
         mbp = demo.deriv_root / f"sub-{subject}" / "meg"
@@ -48,6 +49,10 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
         assert any(n.endswith(".surf.gii") for n in files), files
         assert any("leadfield" in n for n in files), files
         assert any(n.endswith("_predictors.tsv") for n in files), files
+        # the demo config turns the accuracy simulation on (3 SNRs)
+        assert any(n.endswith("_desc-laminar_accuracy.tsv") for n in files), files
+        assert sum("_run-" in n and n.endswith("_desc-accuracy_stat.func.gii")
+                   for n in files) == 6  # fmt: skip
         report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
         for section in SECTIONS:
             assert section in report, section

@@ -101,7 +101,7 @@ def _whitened_block(LF, rows, factors, W, src):
 
 
 def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
-                        projection=None):  # fmt: skip
+                        projection=None, normalize=True, surface_layers=None):  # fmt: skip
     """Unit patch topographies of many columns on every layer, batched.
 
     For simulations over many columns (issue #12): the patch kernels of all
@@ -124,6 +124,12 @@ def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
         FWHM (mm).
     projection : array, shape (m, n) | None
         Spatial projection A applied after the whitener.
+    normalize : bool
+        Unit topographies (the models); False: the field of a unit-moment
+        (1 A·m) patch, whitened (the simulated signals).
+    surface_layers : list of int | None
+        Layer of ``surfaces`` of each leadfield layer (a leadfield read with
+        a subset of layers); None: the same indices.
 
     Returns
     -------
@@ -144,8 +150,10 @@ def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
     if rows is not None:
         factors = factors[rows]
     out = None
-    for layer in range(leadfield.n_layers):
-        K = patch_kernel(surfaces.layers[layer] * 1e3, edges, patch_fwhm, columns, keep=keep)
+    if surface_layers is None:
+        surface_layers = range(leadfield.n_layers)
+    for layer, l_surf in enumerate(surface_layers):
+        K = patch_kernel(surfaces.layers[l_surf] * 1e3, edges, patch_fwhm, columns, keep=keep)
         G = _whitened_block(leadfield.leadfield, rows, factors, W,
                             slice(layer * n_kept, (layer + 1) * n_kept))  # fmt: skip
         if projection is not None:
@@ -153,7 +161,7 @@ def _patch_topographies(leadfield, surfaces, W, rows, columns, patch_fwhm, *,
         topo = np.asarray(K[:, kept] @ G.T)
         if out is None:
             out = np.empty((leadfield.n_layers, len(columns), topo.shape[1]))
-        out[layer] = topo / np.linalg.norm(topo, axis=1, keepdims=True)
+        out[layer] = topo / np.linalg.norm(topo, axis=1, keepdims=True) if normalize else topo
     return out
 
 

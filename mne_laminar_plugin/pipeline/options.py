@@ -163,6 +163,25 @@ OPTIONS: dict[str, ConfigOption] = {
         "types are never summed); 'auto': mag if present (CTF axial gradiometers "
         "are 'mag' in MNE), else grad, else eeg.",
     ),
+    # -------------------------------------------------- accuracy simulation
+    "laminar_accuracy_enable": ConfigOption(
+        bool,
+        False,
+        "Run laminar/accuracy: simulate a source on every layer of every column "
+        "(Szul et al. 2025), per-layer MSP model comparison, per-column accuracy, "
+        "error and bias, and the cross-validated AUC of the predictors.",
+    ),
+    "laminar_accuracy_snr_db": ConfigOption(
+        float | Sequence[float],
+        -20.0,
+        "SNR (dB, SPM's definition) of the accuracy simulation; a list runs an SNR "
+        "sweep (the paper: -20).",
+    ),
+    "laminar_accuracy_random_state": ConfigOption(
+        int,
+        0,
+        "Seed of the accuracy simulation's noise (results do not depend on n_jobs).",
+    ),
     "laminar_group_template": ConfigOption(
         str,
         "fsaverage",

@@ -1,11 +1,12 @@
 """Laminar analysis: layer surfaces, laminar leadfield, anatomical predictors,
-laminar model comparison."""
+laminar model comparison, laminar accuracy simulation."""
 
 from . import (
     _01_layer_surfaces,
     _02_leadfield,
     _03_predictors,
     _04_model_comparison,
+    _05_accuracy,
     _99_group_predictors,
 )
 
@@ -14,5 +15,6 @@ _STEPS = (
     _02_leadfield,
     _03_predictors,
     _04_model_comparison,
+    _05_accuracy,
     _99_group_predictors,
 )
