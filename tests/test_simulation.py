@@ -92,7 +92,6 @@ def test_matches_compare_layers_one_at_a_time(sim, n_trials):
     times = -1.0 + np.arange(1201) / SFREQ
     i0 = int(np.argmin(np.abs(times - WOI[0])))
     i1 = int(np.argmin(np.abs(times - WOI[1]))) + 1
-    nb = i1 - i0
     E = rng.standard_normal((len(cols), len(true), n_trials, n, 1201))
     res = _simulate(
         sim.lf, sim.surf, noise_cov=sim.cov, snr_db=snrs, n_trials=n_trials, woi=WOI,
