@@ -10,6 +10,7 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mne_laminar_plugin import bids
