@@ -213,6 +213,7 @@ def test_channel_permutation_changes_nothing(sim):
     lf_p.units = [sim.lf.units[i] for i in perm]
     lf_p.ch_types = [sim.lf.ch_types[i] for i in perm]
     lf_p.sensor_unitmult = np.broadcast_to(sim.lf.sensor_unitmult, (306,))[perm]
+    lf_p.sensor_units = np.broadcast_to(sim.lf.sensor_units, (306,))[perm]
     cov_p = sim.cov.copy()
     cov_p["names"] = names
     cov_p["data"] = sim.cov.data[perm]  # diagonal: the variances

@@ -15,6 +15,8 @@ from typing import Any
 from mne_bids import BIDSPath
 
 from .. import bids
+from .. import leadfield as L
+from .. import surfaces as S
 
 REPORT_TAGS = ("laminar",)
 
@@ -165,3 +167,52 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
         )
     # save_logs finds the step from the caller's frame (a file under steps/)
     save_logs(config=config, logs=logs)
+
+
+# ------------------------------------------- inputs shared by the laminar steps
+
+
+def surface_files(cfg, subject, session) -> dict[str, Path]:
+    return S.saved_fnames(
+        cfg.laminar_root, subject, session, cfg.laminar_column_spacing, pial=True
+    )
+
+def leadfield_file(cfg, subject, session) -> Path:
+    """The leadfield written by laminar/_02_leadfield (HDF5)."""
+    return L.leadfield_fname(
+        cfg.laminar_root, subject, session, datatype=cfg.datatype, kind="h5"
+    )
+
+def cov_files(cfg, subject, session) -> dict[str, Path]:
+    """MBP's noise covariance, the info it goes with and its rank, if they exist."""
+    if not cfg.laminar_predictors_whiten or cfg.noise_cov == "ad-hoc":
+        return {}
+    from mne_bids_pipeline._config_utils import get_noise_cov_bids_path
+
+    cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
+    if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
+        cov = cov.copy().update(processing="custom")
+    # the info MBP's source/make_inverse uses with the noise covariance
+    info = source_info_path(cfg, subject, session, task=cfg.all_tasks[0])
+    rank = cov.copy().update(suffix="rank", extension=".json")
+    files = {}
+    if cov.fpath.is_file() and info.fpath.is_file():
+        files = {"cov": cov.fpath, "cov_info": info.fpath}
+        if rank.fpath.is_file():
+            files["cov_rank"] = rank.fpath
+    return files
+
+def read_whitener(cfg, in_files):
+    """Noise covariance, info and rank for whitening, or Nones."""
+    import mne
+
+    if "cov" not in in_files:
+        return None, None, None
+    cov = mne.read_cov(in_files.pop("cov"), verbose="error")
+    info = mne.io.read_info(in_files.pop("cov_info"), verbose="error")
+    rank = None
+    if "cov_rank" in in_files:
+        from mne_bids_pipeline._io import _read_json
+
+        rank = _read_json(in_files.pop("cov_rank"))
+    return cov, info, rank

@@ -7,7 +7,7 @@ on each layer of each column) in minutes and returns a
 how well the anatomical predictors predict accuracy).
 """
 
-from ._accuracy import LaminarAccuracy
+from ._accuracy import PAPER_AUC, LaminarAccuracy
 from ._simulate import simulate_laminar_accuracy
 
-__all__ = ["LaminarAccuracy", "simulate_laminar_accuracy"]
+__all__ = ["LaminarAccuracy", "PAPER_AUC", "simulate_laminar_accuracy"]

@@ -53,19 +53,6 @@ def _stale_patterns(subject, session) -> list[str]:
 
 
 # ----------------------------------------------------------------- inputs
-def _surface_files(cfg, subject, session) -> dict[str, Path]:
-    return S.saved_fnames(
-        cfg.laminar_root, subject, session, cfg.laminar_column_spacing, pial=True
-    )
-
-
-def _leadfield_file(cfg, subject, session) -> Path:
-    """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    return L.leadfield_fname(
-        cfg.laminar_root, subject, session, datatype=cfg.datatype, kind="h5"
-    )
-
-
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
@@ -76,26 +63,6 @@ def _scalp_file(cfg) -> Path | None:
         if fname.is_file():
             return fname
     return None
-
-
-def _cov_files(cfg, subject, session) -> dict[str, Path]:
-    """MBP's noise covariance, the info it goes with and its rank, if they exist."""
-    if not cfg.laminar_predictors_whiten or cfg.noise_cov == "ad-hoc":
-        return {}
-    from mne_bids_pipeline._config_utils import get_noise_cov_bids_path
-
-    cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
-    if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
-        cov = cov.copy().update(processing="custom")
-    # the info MBP's source/make_inverse uses with the noise covariance
-    info = _mbp.source_info_path(cfg, subject, session, task=cfg.all_tasks[0])
-    rank = cov.copy().update(suffix="rank", extension=".json")
-    files = {}
-    if cov.fpath.is_file() and info.fpath.is_file():
-        files = {"cov": cov.fpath, "cov_info": info.fpath}
-        if rank.fpath.is_file():
-            files["cov_rank"] = rank.fpath
-    return files
 
 
 def _roi_files(cfg) -> dict[str, Path]:
@@ -112,33 +79,17 @@ def get_input_fnames_predictors(
     *, cfg: SimpleNamespace, subject: str, session: str | None
 ) -> dict[str, Path]:
     """Layer surfaces, leadfield, scalp, noise covariance and ROI files."""
-    in_files = _surface_files(cfg, subject, session)
-    in_files["leadfield"] = _leadfield_file(cfg, subject, session)
+    in_files = _mbp.surface_files(cfg, subject, session)
+    in_files["leadfield"] = _mbp.leadfield_file(cfg, subject, session)
     scalp = _scalp_file(cfg)
     if scalp is not None:  # else read_scalp raises, listing what it looked for
         in_files["scalp"] = scalp
-    in_files.update(_cov_files(cfg, subject, session))
+    in_files.update(_mbp.cov_files(cfg, subject, session))
     in_files.update(_roi_files(cfg))
     return in_files
 
 
 # ------------------------------------------------------------------- step
-def _whitener(cfg, in_files):
-    """Noise covariance, info and rank for whitening, or Nones."""
-    import mne
-
-    if "cov" not in in_files:
-        return None, None, None
-    cov = mne.read_cov(in_files.pop("cov"), verbose="error")
-    info = mne.io.read_info(in_files.pop("cov_info"), verbose="error")
-    rank = None
-    if "cov_rank" in in_files:
-        from mne_bids_pipeline._io import _read_json
-
-        rank = _read_json(in_files.pop("cov_rank"))
-    return cov, info, rank
-
-
 @failsafe_run(get_input_fnames=get_input_fnames_predictors)
 def run_predictors(
     *,
@@ -149,7 +100,7 @@ def run_predictors(
     in_files: dict,
 ) -> dict:
     """Compute, save and report the anatomical predictors of one subject/session."""
-    for key in _surface_files(cfg, subject, session):  # read by LaminarSurfaces.load
+    for key in _mbp.surface_files(cfg, subject, session):  # read by LaminarSurfaces.load
         in_files.pop(key)
     surf = S.LaminarSurfaces.load(
         cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing, verbose=False
@@ -160,7 +111,7 @@ def run_predictors(
     scalp.source = "<subjects_dir>/" + Path(
         os.path.relpath(scalp.source, cfg.fs_subjects_dir)
     ).as_posix()  # no machine-specific paths in the sidecars
-    cov, info, rank = _whitener(cfg, in_files)
+    cov, info, rank = _mbp.read_whitener(cfg, in_files)
     if cov is not None and not P.can_whiten(leadfield):
         msg = "The leadfield has no physical units (random?): not whitening"
         logger.info(**gen_log_kwargs(message=msg))

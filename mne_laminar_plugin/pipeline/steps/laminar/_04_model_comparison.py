@@ -26,7 +26,6 @@ from .... import predictors as P
 from .... import surfaces as S
 from ....report import viz
 from ... import _mbp
-from . import _03_predictors as predictors_step
 
 SECTION = "Laminar model comparison"
 BEST = "best"  # prior name of the best-score column over the whole cortex
@@ -47,9 +46,9 @@ def get_input_fnames_model_comparison(
     *, cfg: SimpleNamespace, subject: str, session: str | None
 ) -> dict[str, Path]:
     """Layer surfaces, leadfield, predictors TSV/sidecar, MBP evoked and noise covariance."""
-    in_files = predictors_step._surface_files(cfg, subject, session)
-    in_files["leadfield"] = predictors_step._leadfield_file(cfg, subject, session)
-    tsv = predictors_step.table_fname(
+    in_files = _mbp.surface_files(cfg, subject, session)
+    in_files["leadfield"] = _mbp.leadfield_file(cfg, subject, session)
+    tsv = P.table_fname(
         cfg.laminar_root, subject, session, cfg.laminar_column_spacing
     )
     in_files["predictors"] = tsv
@@ -125,7 +124,7 @@ def run_model_comparison(
         msg = "Skipping, laminar_layer_comparison is set to False …"
         logger.info(**gen_log_kwargs(message=msg))
         return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files={})
-    for key in predictors_step._surface_files(cfg, subject, session):
+    for key in _mbp.surface_files(cfg, subject, session):
         in_files.pop(key)  # read by LaminarSurfaces.load
     surf = S.LaminarSurfaces.load(
         cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing, verbose=False

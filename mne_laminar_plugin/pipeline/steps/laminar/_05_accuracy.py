@@ -24,10 +24,8 @@ from .... import bids
 from .... import predictors as P
 from .... import surfaces as S
 from ....report import viz
-from ....simulation import simulate_laminar_accuracy
-from ....simulation._accuracy import PAPER_AUC
+from ....simulation import PAPER_AUC, simulate_laminar_accuracy
 from ... import _mbp
-from . import _03_predictors as _pred
 
 SECTION = "Laminar accuracy"
 #: map name -> (LaminarAccuracy attribute, desc- label, units, description)
@@ -70,11 +68,11 @@ def get_input_fnames_accuracy(
     *, cfg: SimpleNamespace, subject: str, session: str | None
 ) -> dict[str, Path]:
     """Layer surfaces, leadfield, predictors TSV and the noise covariance."""
-    in_files = _pred._surface_files(cfg, subject, session)
-    in_files["leadfield"] = _pred._leadfield_file(cfg, subject, session)
-    in_files["predictors"] = _pred.table_fname(cfg.laminar_root, subject, session,
+    in_files = _mbp.surface_files(cfg, subject, session)
+    in_files["leadfield"] = _mbp.leadfield_file(cfg, subject, session)
+    in_files["predictors"] = P.table_fname(cfg.laminar_root, subject, session,
                                                cfg.laminar_column_spacing)  # fmt: skip
-    in_files.update(_pred._cov_files(cfg, subject, session))
+    in_files.update(_mbp.cov_files(cfg, subject, session))
     return in_files
 
 
@@ -90,14 +88,14 @@ def run_accuracy(
     """Simulate, save and report the laminar accuracy of one subject/session."""
     from .... import leadfield as L
 
-    for key in _pred._surface_files(cfg, subject, session):
+    for key in _mbp.surface_files(cfg, subject, session):
         in_files.pop(key)
     surf = S.LaminarSurfaces.load(
         cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing, verbose=False
     )
     leadfield = L.read_leadfield(in_files.pop("leadfield"), verbose=False)
     pred = P.AnatomicalPredictors.from_tsv(in_files.pop("predictors"))
-    cov, _, rank = _pred._whitener(cfg, in_files)
+    cov, _, rank = _mbp.read_whitener(cfg, in_files)
     snr = list(np.atleast_1d(cfg.laminar_accuracy_snr_db).astype(float))
     msg = (f"Simulating a source on each of {surf.n_layers} layers at "
            f"{len(leadfield.columns)} columns, SNR {snr} dB")  # fmt: skip
