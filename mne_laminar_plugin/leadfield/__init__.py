@@ -8,7 +8,7 @@ depth ratio, outlier columns and their plots.
 """
 
 from .._conventions import ARBITRARY, UNIT_LABELS, UNITS
-from ._builder import LeadfieldBuilder, from_laminar_forward
+from ._builder import LeadfieldBuilder, attach_surface_layout, from_laminar_forward
 from ._data import LeadfieldData
 from ._formats import (
     FIF_TAG_LIMIT,
@@ -17,6 +17,7 @@ from ._formats import (
     fits_in_fif,
     leadfield_fname,
     read_leadfield,
+    with_checksum,
     write_forward_fif,
     write_leadfield,
 )
@@ -32,6 +33,7 @@ from ._units import si_to_target_units, unit_conversion
 
 __all__ = [
     "ARBITRARY",
+    "attach_surface_layout",
     "column_norms",
     "depth_ratio",
     "FIF_TAG_LIMIT",
@@ -51,6 +53,7 @@ __all__ = [
     "unit_conversion",
     "UNIT_LABELS",
     "UNITS",
+    "with_checksum",
     "write_forward_fif",
     "write_leadfield",
 ]

@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from annotated_types import Ge
+from pydantic import AfterValidator
+
+from .. import bids
+from ..predictors._score import _check_weights
 
 from .._conventions import (
     COLUMN_ORIENTATIONS,
@@ -25,6 +29,17 @@ from .._conventions import (
 )
 from .host import ConfigOption
 
+
+def _deriv_name(name: str) -> str:
+    return bids.check_deriv_name(name, "laminar_deriv_name")
+
+
+def _score_weights(weights):
+    if weights is not None:
+        _check_weights(weights, "laminar_score_weights")
+    return weights
+
+
 OPTIONS: dict[str, ConfigOption] = {
     # ---------------------------------------------------------------- stage
     "laminar_enable": ConfigOption(
@@ -33,9 +48,10 @@ OPTIONS: dict[str, ConfigOption] = {
         "Run the laminar stage; False skips every laminar step.",
     ),
     "laminar_deriv_name": ConfigOption(
-        str,
+        Annotated[str, AfterValidator(_deriv_name)],
         "mne-laminar",
-        "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
+        "Folder under <bids_root>/derivatives/ for the laminar derivatives: a "
+        "plain folder name, not MBP's (mne-bids-pipeline) or freesurfer.",
     ),
     "laminar_offline_mode": ConfigOption(
         bool,
@@ -99,7 +115,7 @@ OPTIONS: dict[str, ConfigOption] = {
         "orientation) or 'free' (three components per source).",
     ),
     "laminar_random_seed": ConfigOption(
-        int | None,
+        Annotated[int, Ge(0)] | None,
         None,
         "Seed of laminar_leadfield_mode='random' (None: MBP's random_state).",
     ),
@@ -134,7 +150,7 @@ OPTIONS: dict[str, ConfigOption] = {
         "'label/lh.<name>.label' in the subject) or '<atlas>:<hemi>.<name>'.",
     ),
     "laminar_score_weights": ConfigOption(
-        dict[str, float] | None,
+        Annotated[dict[str, float] | None, AfterValidator(_score_weights)],
         None,
         "Weights of the z-scored predictors in the anatomical score (None: "
         "all 1; keys thickness, lf_rms_diff, radiality, distance).",

@@ -202,7 +202,7 @@ def run_leadfield(
         logger.info(**gen_log_kwargs(message=msg))
         data = L.read_leadfield(fname, orientation_type=ori)
         data.provenance.update(mode="load", subject=subject)
-        _attach_layout(data, surf)
+        L.attach_surface_layout(data, surf, fname=fname)
     if surf is not None:
         sources["surfaces"] = S.summary_fname(
             cfg.laminar_root, subject, session, cfg.laminar_column_spacing
@@ -218,30 +218,6 @@ def run_leadfield(
         _add_report(report, data, surf, cfg, paths, fwd_written)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
-
-
-def _attach_layout(data: L.LeadfieldData, surf) -> None:
-    """Give a loaded leadfield the layers/columns of the surfaces when they match."""
-    if surf is None:
-        return
-    if data.n_layers > 1:
-        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
-            logger.warning(
-                **gen_log_kwargs(
-                    message=f"The loaded leadfield has {data.n_layers} layers x "
-                    f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
-                    f"{surf.n_columns}: the leadfield's own layout is kept"
-                )
-            )
-        else:
-            data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        return
-    if data.n_sources == surf.n_layers * surf.n_columns:
-        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
-        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
-        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        data.provenance["layout"] = "layer-major, from the layer surfaces"
 
 
 def _uri(cfg, path) -> str | None:
@@ -350,12 +326,17 @@ def _save(cfg, subject, session, data, surf, sources):
                 "the HDF5 file is the only copy (LeadfieldData.to_forward converts)"
             )
         )
-    written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
     side = _sidecar(cfg, data, surf, sources, names["fwd"].name if fwd_ok else None)
-    written.append(bids.write_json(names["json"], side))
-    if fwd_ok:
-        written.append(L.write_forward_fif(names["fwd"], data, overwrite=True, verbose=False))
-        written.append(bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name)))
+    with bids.atomic_group():  # all four files, or none (the old set is kept)
+        written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
+        side = L.with_checksum(side, names["h5"])
+        written.append(bids.write_json(names["json"], side))
+        if fwd_ok:
+            written.append(L.write_forward_fif(names["fwd"], data, overwrite=True,
+                                               verbose=False))  # fmt: skip
+            written.append(
+                bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name))
+            )
     folder = names["h5"].parent
     prefix = names["h5"].name.split("_desc-")[0]
     bids.remove_stale(folder, f"{prefix}_desc-laminar_fwd.*", written)
