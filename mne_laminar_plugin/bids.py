@@ -308,6 +308,8 @@ def _commit(pairs: list[tuple[Path, Path]]) -> None:
             with contextlib.suppress(OSError):
                 if old is not None:
                     os.replace(old, path)
+                    # a rename onto a hard link of the same file does nothing
+                    old.unlink(missing_ok=True)
                 else:
                     path.unlink(missing_ok=True)
         for tmp, _ in pairs:
