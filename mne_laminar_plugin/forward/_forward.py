@@ -51,6 +51,8 @@ from ..mesh import points_inside_surface, surface_distance_below
 #: Reasons recorded for dropped columns.
 REASON_OUTSIDE = "outside the inner skull"
 REASON_MINDIST = "closer than mindist to the inner skull"
+#: A skull margin (mm) above this cannot leave any cortex (a head is ~70 mm in radius).
+MAX_PLAUSIBLE_MINDIST = 30.0
 REASON_ZERO_ORI = "zero-length or non-finite orientation"
 REASON_NONFINITE = "non-finite position"
 REASON_MNE = "dropped by MNE's forward (outside the inner skull by MNE's test)"
@@ -545,7 +547,14 @@ def compute_laminar_forward(
     if len(kept_cols) == 0:
         raise RuntimeError(
             f"No column of the {n_col} is inside the inner skull and at least "
-            f"{mindist} mm from it in every layer; check the trans and the BEM."
+            f"{mindist} mm from it in every layer. "
+            + (
+                f"mindist={mindist} mm (the MBP option laminar_skull_margin) is "
+                "larger than the brain: use a few mm (MBP's mindist, e.g. 5)."
+                if mindist > MAX_PLAUSIBLE_MINDIST
+                else "Check the trans and the BEM (or lower mindist, the MBP "
+                "option laminar_skull_margin)."
+            )
         )
     rr = layers[:, kept_cols].reshape(-1, 3)
     nn = ori[:, kept_cols]

@@ -65,7 +65,7 @@ from ._data import (
     _provenance,
     _validate,
 )
-from ._units import si_to_target_units, unit_conversion
+from ._units import convert_rows, si_to_target_units, unit_conversion
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
@@ -84,6 +84,18 @@ def _npz_get(npz, key, fname):
                 "plain numeric/string array (omit the key when it is None)."
             ) from None
         raise ValueError(f"{fname}: could not read key {key!r}: {exc}") from exc
+
+
+def _npz_int(get, key, fname, minimum):
+    """An integer scalar key of an npz file (>= minimum), with a clear error."""
+    if key not in get:
+        return minimum
+    val = get[key]
+    if val.ndim != 0 or val.dtype.kind not in "iu" or int(val) < minimum:
+        raise ValueError(
+            f"{fname}: {key} must be one integer >= {minimum}, got {val!r}"
+        )
+    return int(val)
 
 
 def _read_npz(fname, orientation_type=None):
@@ -127,17 +139,25 @@ def _read_npz(fname, orientation_type=None):
         ("sensor_unitmult", get.get("sensor_unitmult")),
         ("coil_type", get.get("coil_type")),
     ):
-        if val is not None and val.dtype.kind not in "iuf":
-            raise ValueError(f"{fname}: {key} must be an integer FIFF code")
+        if val is not None and (
+            val.dtype.kind not in "iuf"
+            or (val.dtype.kind == "f" and not np.all(np.isfinite(val) & (val == np.round(val))))
+        ):
+            raise ValueError(
+                f"{fname}: {key} must hold integer FIFF codes, got {val.ravel()[:5]} "
+                f"(dtype {val.dtype})"
+            )
         per[key] = _per_channel(val, n_sens, key, fname)
     ch_units = get.get("ch_units")
     if units is not None:
-        factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
+        try:
+            factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
+        except ValueError as exc:
+            raise ValueError(f"{fname}: {exc}") from None
         if ch_units is not None and list(ch_units.astype(str)) != labels:
             raise ValueError(f"{fname}: ch_units disagree with sensor_units/unitmult")
         if not np.all(factors == 1.0):
-            lf = lf.astype(np.float64) if lf.dtype.kind != "f" else lf
-            lf *= factors.reshape((-1,) + (1,) * (lf.ndim - 1)).astype(lf.dtype)
+            lf = convert_rows(lf, factors, fname)
         per["sensor_unitmult"] = exps
         data.leadfield = lf
     elif ch_units is not None:
@@ -189,7 +209,7 @@ def _read_npz(fname, orientation_type=None):
     elif orientation_type == "free" and lf.ndim == 3 and lf.shape[2] == 3:
         q = np.broadcast_to(np.eye(3), (n_src, 3, 3)).copy()
     data.Q_basis = q
-    data.n_layers = int(get["n_layers"]) if "n_layers" in get else 1
+    data.n_layers = _npz_int(get, "n_layers", fname, 1)
     if "layer" in get and "column" in get:
         data.layer = np.asarray(get["layer"], int)
         data.column = np.asarray(get["column"], int)
@@ -197,7 +217,7 @@ def _read_npz(fname, orientation_type=None):
         n_kept = n_src // max(data.n_layers, 1)
         data.layer = np.repeat(np.arange(data.n_layers), n_kept)
         data.column = np.tile(np.arange(n_kept), data.n_layers)
-    data.n_columns = int(get["n_columns"]) if "n_columns" in get else (
+    data.n_columns = _npz_int(get, "n_columns", fname, 0) if "n_columns" in get else (
         int(data.column.max()) + 1 if len(data.column) else 0
     )
     data.synthetic = bool(get["synthetic"]) if "synthetic" in get else False
@@ -859,6 +879,12 @@ def read_leadfield(
     if orientation_type is not None:
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
     fname = Path(fname)
+    if fname.is_dir():
+        raise IsADirectoryError(
+            f"{fname} is a folder, not a leadfield file; pass the file itself "
+            "(.npz, .h5, -fwd.fif)"
+            + ("" if subject is not None else " or, with subject=, the derivative root")
+        )
     if not fname.is_file():
         hint = " It is made by the step laminar/leadfield." if subject is not None else ""
         raise FileNotFoundError(_missing_message(fname) + hint)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Le
 from pydantic import AfterValidator
 
 from .. import bids
+from ..forward._forward import MAX_PLAUSIBLE_MINDIST
 from ..predictors._score import _check_weights
 
 from .._conventions import (
@@ -120,10 +121,10 @@ OPTIONS: dict[str, ConfigOption] = {
         "Seed of laminar_leadfield_mode='random' (None: MBP's random_state).",
     ),
     "laminar_skull_margin": ConfigOption(
-        Annotated[float, Ge(0)] | None,
+        Annotated[float, Ge(0), Le(MAX_PLAUSIBLE_MINDIST)] | None,
         None,
         "Columns with any layer closer than this (mm) to the inner skull are "
-        "dropped in every layer (None: MBP's mindist).",
+        "dropped in every layer (None: MBP's mindist); at most 30 mm.",
     ),
     "laminar_forward_engine": ConfigOption(
         Literal[FORWARD_ENGINES],
