@@ -21,9 +21,12 @@ def fwd_file(tmp_path_factory):
 
 def test_read_any_mne_forward_and_save_it(fwd_file, tmp_path):
     """A forward's reduced Info (no 'events', no 'sfreq') no longer breaks the h5 write."""
-    fname, fwd = fwd_file
+    import mne
+
+    fname, _ = fwd_file
     data = L.read_leadfield(fname, orientation_type="free")
     # independent reference: MNE's own gain, SI -> fT/nAm (mag) and fT/cm/nAm (grad)
+    fwd = mne.read_forward_solution(fname, verbose=False)
     gain = fwd["sol"]["data"].reshape(len(data.ch_names), -1, 3)
     is_grad = np.array([t == "grad" for t in data.ch_types])
     scale = np.where(is_grad, 1e4, 1e6)[:, None, None]
