@@ -17,6 +17,8 @@ _LAZY = {
     "AnatomicalPredictors": "predictors",
     "anatomical_score": "predictors",
     "select_prior": "predictors",
+    "compare_layers": "inverse",
+    "LayerEvidence": "inverse",
     "get_data_path": "demo",
     "make_demo_dataset": "demo",
     "PluginHost": "pipeline.host",
