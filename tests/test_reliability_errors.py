@@ -320,3 +320,19 @@ def test_outputs_changed_by_another_run(tmp_path):
                        out_files={"a": tmp_path / "a.json", "b": tmp_path / "b.json"})
     out = prep_out_files(cfg=cfg, exec_params=exec_params, out_files={"a": tmp_path / "a.json"})
     assert json.dumps(str(out["a"][0])).endswith('a.json"')
+
+
+def test_leadfield_larger_than_memory_refused_before_computing(fs5, monkeypatch):
+    import mne
+
+    from mne_laminar_plugin import _conventions
+    from mne_laminar_plugin.demo import make_meg_info
+    from mne_laminar_plugin.forward import compute_laminar_forward
+
+    surf = LaminarSurfaces.from_freesurfer("fs5", fs5.subjects_dir, n_layers=3, spacing="oct3")
+    sphere = mne.make_sphere_model((0.0, 0.0, 0.0), 0.12, verbose=False)
+    trans = mne.transforms.Transform("mri", "head", np.eye(4))
+    monkeypatch.setattr(_conventions, "available_memory", lambda: 10_000)
+    with pytest.raises(MemoryError, match=r"The fixed laminar leadfield \(306 channels x 3 "
+                       r"layers x \d+ columns, float64\) needs .*laminar_column_spacing"):
+        compute_laminar_forward(surf, make_meg_info(), trans, sphere, mindist=0.0)

@@ -45,7 +45,7 @@ import numpy as np
 from mne.io.constants import FIFF
 from mne.utils import _check_option, _validate_type, logger, verbose
 
-from .._conventions import FORWARD_ENGINES, ORIENTATION_TYPES
+from .._conventions import FORWARD_ENGINES, ORIENTATION_TYPES, check_memory
 from ..mesh import points_inside_surface, surface_distance_below
 
 #: Reasons recorded for dropped columns.
@@ -567,6 +567,14 @@ def compute_laminar_forward(
         f"{len(picks)} channels, engine {engine!r}"
     )
     t_check = time.perf_counter() - t0
+    n_comp = 1 if orientation_type == "fixed" else 3
+    check_memory(
+        len(picks) * n_layers * n_kept * n_comp * dtype.itemsize,
+        f"The {orientation_type} laminar leadfield ({len(picks)} channels x "
+        f"{n_layers} layers x {n_kept} columns, {dtype.name})",
+        hint="Use a coarser spacing (laminar_column_spacing), fewer layers "
+        "(laminar_n_layers), or float32 (laminar_forward_float32).",
+    )
 
     # --- the forward
     t1 = time.perf_counter()
