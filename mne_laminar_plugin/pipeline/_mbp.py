@@ -146,6 +146,7 @@ def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
     """
     import zipfile
 
+    from filelock import FileLock
     from mne_bids_pipeline._report import _report_path
 
     moved = []
@@ -154,20 +155,24 @@ def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
         if Path(fname).is_file():
             import mne
 
-            try:
-                mne.open_report(fname)
-            except Exception as exc:
-                moved.append(_set_aside(Path(fname), "MBP's report file", exc))
+            # MBP holds this lock while it reads and saves the report: never
+            # judge a file another run is writing
+            with FileLock(f"{fname}.lock"):
+                try:
+                    mne.open_report(fname)
+                except Exception as exc:
+                    moved.append(_set_aside(Path(fname), "MBP's report file", exc))
     all_tasks = "+".join(map(str, getattr(config, "all_tasks", []) or []))
     log = Path(config.deriv_root) / f"task-{all_tasks}_log.xlsx"
     if all_tasks and log.is_file():
-        try:
-            with zipfile.ZipFile(log) as zf:
-                bad = zf.testzip()
-            if bad is not None:
-                raise zipfile.BadZipFile(f"member {bad} is corrupt")
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            moved.append(_set_aside(log, "MBP's log workbook", exc))
+        with FileLock(log.with_suffix(log.suffix + ".lock")):  # MBP's save_logs lock
+            try:
+                with zipfile.ZipFile(log) as zf:
+                    bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"member {bad} is corrupt")
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                moved.append(_set_aside(log, "MBP's log workbook", exc))
     return moved
 
 
