@@ -159,6 +159,18 @@ def test_h5_damaged_after_writing_fails_its_checksum(h5_file, tmp_path):
         L.read_leadfield(fname)
 
 
+def test_rewriting_the_h5_through_the_library_refreshes_its_checksum(h5_file, tmp_path):
+    fname = tmp_path / h5_file.name
+    shutil.copy(h5_file, fname)
+    bids.write_json(bids.sidecar(fname), L.with_checksum({"Other": 1}, fname))
+    data = L.read_leadfield(fname)
+    data.leadfield = data.leadfield * 2
+    L.write_leadfield(fname, data, overwrite=True)
+    side = json.loads(bids.sidecar(fname).read_text())
+    assert side["Other"] == 1 and side["LeadfieldSHA256"] == bids.sha256_file(fname)
+    np.testing.assert_array_equal(L.read_leadfield(fname).leadfield, data.leadfield)
+
+
 def test_folder_named_like_the_file(tmp_path):
     folder = tmp_path / "sub-01_fixed_leadfield.npz"
     folder.mkdir()

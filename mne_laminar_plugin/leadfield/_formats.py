@@ -300,7 +300,7 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     """
     import h5py
 
-    from ..bids import atomic_path, check_free_space
+    from ..bids import atomic_group, atomic_path, check_free_space
 
     fname = Path(fname)
     _check_overwrite(fname, overwrite)
@@ -317,47 +317,49 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     # refuse before writing anything when the matrix and its metadata do not fit
     meta_bytes = 64 * n_sens * (10 + k) + 200 * n_src + 2**20
     check_free_space(fname.parent, lf.nbytes + meta_bytes, f"the leadfield {fname.name}")
-    with atomic_path(fname) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = H5_FORMAT
-        f.attrs["format_version"] = H5_FORMAT_VERSION
-        f.attrs["orientation_type"] = data.orientation_type
-        f.attrs["n_layers"] = int(data.n_layers)
-        f.attrs["n_columns"] = int(data.n_columns)
-        f.attrs["synthetic"] = bool(data.synthetic)
-        f.attrs["source_order"] = "layer-major: source l * n_kept + k"
-        f.attrs["units_convention"] = (
-            "values in the unit of units[i] per channel: fT/nAm (mag), "
-            "fT/cm/nAm (planar grad), uV/nAm (EEG)"
-        )
-        f.attrs["provenance"] = json.dumps(data.provenance, default=_jsonable)
-        dset = f.create_dataset(
-            "leadfield",
-            shape=lf.shape,
-            dtype=lf.dtype,
-            chunks=(n_sens, chunk_cols, *lf.shape[2:]),
-        )
-        for start in range(0, n_src, slab):
-            dset[:, start : start + slab] = lf[:, start : start + slab]
-        f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
-        f.create_dataset("units", data=list(data.units), dtype=str_dt)
-        f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
-        for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
-            val = getattr(data, key)
-            if val is not None:
-                f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
-        for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
-                    "column_vertno"):  # fmt: skip
-            val = getattr(data, key)
-            if val is not None:
-                f.create_dataset(key, data=np.asarray(val))
-        if data.column_hemi is not None:
-            f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
-        f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
-        f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
-        if data.mri_head_t is not None:
-            f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
-        if data.info is not None:
-            f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
+    with atomic_group():  # the file and the checksum in its sidecar, together
+        with atomic_path(fname) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = H5_FORMAT
+            f.attrs["format_version"] = H5_FORMAT_VERSION
+            f.attrs["orientation_type"] = data.orientation_type
+            f.attrs["n_layers"] = int(data.n_layers)
+            f.attrs["n_columns"] = int(data.n_columns)
+            f.attrs["synthetic"] = bool(data.synthetic)
+            f.attrs["source_order"] = "layer-major: source l * n_kept + k"
+            f.attrs["units_convention"] = (
+                "values in the unit of units[i] per channel: fT/nAm (mag), "
+                "fT/cm/nAm (planar grad), uV/nAm (EEG)"
+            )
+            f.attrs["provenance"] = json.dumps(data.provenance, default=_jsonable)
+            dset = f.create_dataset(
+                "leadfield",
+                shape=lf.shape,
+                dtype=lf.dtype,
+                chunks=(n_sens, chunk_cols, *lf.shape[2:]),
+            )
+            for start in range(0, n_src, slab):
+                dset[:, start : start + slab] = lf[:, start : start + slab]
+            f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
+            f.create_dataset("units", data=list(data.units), dtype=str_dt)
+            f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
+            for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
+                val = getattr(data, key)
+                if val is not None:
+                    f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
+            for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
+                        "column_vertno"):  # fmt: skip
+                val = getattr(data, key)
+                if val is not None:
+                    f.create_dataset(key, data=np.asarray(val))
+            if data.column_hemi is not None:
+                f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
+            f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
+            f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
+            if data.mri_head_t is not None:
+                f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
+            if data.info is not None:
+                f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
+        _refresh_checksum(fname)
     logger.info(f"Wrote {fname} ({lf.nbytes / 2**20:.1f} MiB leadfield)")
     return fname
 
@@ -376,6 +378,21 @@ def with_checksum(side: dict, fname) -> dict:
 
     digest = sha256_file(pending(fname))
     return dict(side, **{CHECKSUM_KEY: digest, "RunId": digest[:16]})
+
+
+def _refresh_checksum(fname) -> None:
+    """After rewriting an HDF5 leadfield, update the checksum its sidecar holds."""
+    from ..bids import read_json, sidecar, write_json
+
+    side = sidecar(fname)
+    if not side.is_file():
+        return
+    try:
+        meta = read_json(side)
+    except ValueError:
+        return
+    if isinstance(meta, dict) and CHECKSUM_KEY in meta:
+        write_json(side, with_checksum(meta, fname))
 
 
 def _verify_checksum(fname: Path) -> None:
