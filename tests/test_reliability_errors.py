@@ -222,6 +222,24 @@ def test_npz_bad_content_names_the_file(tmp_path, keys, match):
     assert str(fname) in str(err.value)
 
 
+def test_npz_header_declaring_a_huge_array(tmp_path):
+    """A .npy header declaring (1e6, 1e7) is refused before numpy allocates it."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**7)}
+    )
+    buf.write(bytes(800))
+    fname = tmp_path / "sub-01_fixed_leadfield.npz"
+    with zipfile.ZipFile(fname, "w") as zf:
+        zf.writestr("leadfield.npy", buf.getvalue())
+    with pytest.raises(ValueError, match=rf"{fname.name}: key 'leadfield' declares an array "
+                       r"of shape \(1000000, 10000000\) \(74505.81 GiB"):
+        L.read_leadfield(fname)
+
+
 def test_npz_float16_is_converted_without_overflow(tmp_path):
     lf = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float16) * 1000
     fname = _npz(tmp_path, leadfield=lf, sensor_unitmult=np.zeros(4, int))  # SI: x 1e6

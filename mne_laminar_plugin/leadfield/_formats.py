@@ -98,9 +98,52 @@ def _npz_int(get, key, fname, minimum):
     return int(val)
 
 
+def _check_npz_headers(fname: Path) -> None:
+    """Every array's declared shape must fit in its zip member (checked before
+    numpy allocates it), and the leadfield in memory."""
+    import zipfile
+
+    from .._conventions import check_memory
+
+    try:
+        zf = zipfile.ZipFile(fname)
+    except (zipfile.BadZipFile, OSError):
+        return  # reported by the reader
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            key = info.filename[:-4]
+            try:
+                with zf.open(info) as fid:
+                    version = np.lib.format.read_magic(fid)
+                    if version not in ((1, 0), (2, 0)):
+                        continue
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(fid)
+            except Exception:  # noqa: BLE001 - reported by the reader
+                continue
+            if dtype.hasobject:
+                continue
+            need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if need > info.file_size:
+                raise ValueError(
+                    f"{fname}: key {key!r} declares an array of shape {shape} "
+                    f"({need / 2**30:.2f} GiB of {dtype}) but holds only "
+                    f"{info.file_size} bytes: the file is corrupt or truncated"
+                )
+            if key == "leadfield":
+                check_memory(need, f"the leadfield of {fname} (shape {shape})")
+
+
 def _read_npz(fname, orientation_type=None):
     """Read the seed's npz layout (and this package's extra keys)."""
     fname = Path(fname)
+    _check_npz_headers(fname)
     try:
         npz = np.load(fname, allow_pickle=False)
     except Exception as exc:
