@@ -51,6 +51,36 @@ def check_layer_array(layers, *, what: str = "layers"):
     return layers
 
 
+def check_memory(n_bytes: float, what: str, *, hint: str = "") -> None:
+    """Raise :class:`MemoryError` naming ``what`` before allocating more than is free.
+
+    Uses the available physical memory (``MemAvailable``, else free pages).
+    """
+    avail = available_memory()
+    if avail is not None and n_bytes > avail:
+        raise MemoryError(
+            f"{what} needs {n_bytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB "
+            f"of memory are available.{' ' + hint if hint else ''}"
+        )
+
+
+def available_memory() -> int | None:
+    """Available physical memory in bytes (None when unknown)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as fid:
+            for line in fid:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
 #: FreeSurfer hemispheres, in MNE's order (left first).
 HEMIS = ("lh", "rh")
 

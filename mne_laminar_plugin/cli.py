@@ -289,10 +289,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.subjects < 1:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
-    demo = make_demo_dataset(
-        root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
-        system=args.system, progress=True,
-    )
+    try:
+        demo = make_demo_dataset(
+            root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+            system=args.system, progress=True,
+        )
+    except FileExistsError as exc:  # the folder holds something else: nothing deleted
+        raise CLIError(str(exc)) from None
     print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
     print(f"MBP config: {demo.config_path}")
     if args.no_run:
@@ -389,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--no-run", action="store_true", help="only write the data")
     p_demo.add_argument("--n_jobs", type=int, default=None, help="MBP n_jobs")
     p_demo.add_argument("--overwrite", action="store_true",
-                        help="rebuild the data even if the folder holds a demo")
+                        help="delete and rebuild DIRECTORY/bids and DIRECTORY/demo_config.py "
+                        "whatever the folder holds (without it: only an empty folder "
+                        "or a demo made with the same settings)")
     p_demo.add_argument("--no-xvfb", action="store_true",
                         help="do not start a private Xvfb when no display is set")
     p_demo.set_defaults(func=cmd_demo)

@@ -20,6 +20,7 @@ the noise; everything is deterministic given the seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,6 +43,8 @@ from ._demo_sensors import (
 )
 
 DATA_ENV = "MNE_LAMINAR_DATA"
+#: Stamp file of a demo folder: the settings it was made with, and whether complete.
+STAMP_NAME = ".mne-laminar-demo.json"
 TASK = "demo"
 CONDITION = "stim"
 ROI_NAME = "demo_roi"
@@ -501,7 +504,11 @@ def make_demo_dataset(
     seed : int
         Random seed; the dataset is deterministic given it.
     overwrite : bool
-        Rebuild even if ``root`` already holds a complete demo.
+        Rebuild (delete ``root/bids`` and replace ``root/demo_config.py``)
+        whatever ``root`` holds. Without it, ``root`` must be empty (or not
+        exist) or hold a demo this package made with the same settings (the
+        stamp file ``root/.mne-laminar-demo.json``); anything else raises
+        :class:`FileExistsError` and nothing is deleted.
     system : "vectorview" | "ctf275" | "opm"
         The MEG array (:func:`make_meg_info`): 306 Vectorview-like channels,
         CTF-275 with references and grade-3 compensation, or on-scalp OPMs.
@@ -539,14 +546,23 @@ def make_demo_dataset(
     stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
     if system != "vectorview":  # (Vectorview stamps stay as they were)
         stamp["system"] = system
-    if not overwrite and truth_path.is_file() and config_path.is_file():
-        have = json.loads(truth_path.read_text())
-        if have.get("stamp") == stamp:
-            demo.truth = have["subjects"]
-            return demo
+    have_stamp = _read_stamp(root)
+    if have_stamp is None and truth_path.is_file():  # demos made before the stamp file
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            old = json.loads(truth_path.read_text()).get("stamp")
+            if isinstance(old, dict):
+                have_stamp = dict(old, complete=config_path.is_file())
+    if not overwrite and have_stamp == dict(stamp, complete=True):
+        if truth_path.is_file() and config_path.is_file():
+            with contextlib.suppress(ValueError, KeyError):
+                demo.truth = json.loads(truth_path.read_text())["subjects"]
+                return demo
+    if not overwrite:
+        _check_demo_root(root, stamp, have_stamp)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_stamp(root, dict(stamp, complete=False))
     if bids_root.exists():
         shutil.rmtree(bids_root)
-    root.mkdir(parents=True, exist_ok=True)
     truth: dict = {}
     with mne.utils.use_log_level(verbose):
         make_dataset_description(
@@ -670,5 +686,54 @@ def make_demo_dataset(
     ignore = bids_root / ".bidsignore"
     ignore.write_text("sourcedata/\n")
     config_path.write_text(config_template(), encoding="utf-8")
+    _write_stamp(root, dict(stamp, complete=True))
     demo.truth = truth
     return demo
+
+
+def _read_stamp(root: Path) -> dict | None:
+    try:
+        have = json.loads((root / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return have if isinstance(have, dict) else None
+
+
+def _write_stamp(root: Path, stamp: dict) -> None:
+    from .bids import write_json
+
+    write_json(root / STAMP_NAME, stamp)
+
+
+def _check_demo_root(root: Path, stamp: dict, have: dict | None) -> None:
+    """Refuse to delete or replace anything in ``root`` that is not our demo.
+
+    ``root`` may be missing or empty, or hold a demo made with the same
+    settings (complete or interrupted).
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder; choose another folder.")
+    if have is not None and {k: have.get(k) for k in stamp} == stamp:
+        return  # our own demo with these settings (possibly interrupted)
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    shown = ", ".join(entries[:10]) + (" ..." if len(entries) > 10 else "")
+    if have is not None:
+        why = (
+            f"it holds a demo made with other settings (n_subjects="
+            f"{have.get('n_subjects')}, seed={have.get('seed')}; asked: "
+            f"n_subjects={stamp['n_subjects']}, seed={stamp['seed']}), whose "
+            "bids/ folder (with its derivatives) would be deleted"
+        )
+    else:
+        why = (
+            "it is not empty and is not a demo made by mne-laminar (no "
+            f"{STAMP_NAME}); bids/ would be deleted and demo_config.py replaced"
+        )
+    raise FileExistsError(
+        f"Refusing to write the demo in {root}: {why}. It holds: {shown}. Choose an "
+        "empty or new folder, or pass --overwrite (overwrite=True) to replace it."
+    )

@@ -26,12 +26,15 @@ from mne_laminar_plugin.pipeline.options import OPTIONS
 @pytest.fixture
 def restore_mbp():
     """Undo the host's MBP patches after a test."""
-    from mne_bids_pipeline import _config, _config_utils, _main
+    from mne_bids_pipeline import _config, _config_import, _config_utils, _main
 
     orig_get = host_mod._orig_get_step_modules(_config_utils)
+    check = _config_import._check_misspellings_removals
+    orig_check = getattr(check, host_mod._ORIG_ATTR, check)
     ann = dict(_config.__annotations__)
     names = set(vars(_config))
     yield
+    _config_import._check_misspellings_removals = orig_check
     _config_utils._get_step_modules = orig_get
     _main._get_step_modules = orig_get
     _config.__annotations__.clear()

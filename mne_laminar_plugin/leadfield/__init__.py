@@ -9,7 +9,7 @@ depth ratio, outlier columns and their plots.
 """
 
 from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS, pretty_unit
-from ._builder import LeadfieldBuilder, attach_layout, from_laminar_forward
+from ._builder import LeadfieldBuilder, attach_surface_layout, from_laminar_forward
 from ._data import LeadfieldData, describe_sensors
 from ._formats import (
     FIF_TAG_LIMIT,
@@ -18,6 +18,7 @@ from ._formats import (
     fits_in_fif,
     leadfield_fname,
     read_leadfield,
+    with_checksum,
     write_forward_fif,
     write_leadfield,
 )
@@ -33,9 +34,9 @@ from ._qc import (
 from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
 
 __all__ = [
-    "attach_layout",
     "pretty_unit",
     "ARBITRARY",
+    "attach_surface_layout",
     "column_norms",
     "convert_grad_unit",
     "export_calibrain",
@@ -61,6 +62,7 @@ __all__ = [
     "unit_conversion",
     "UNIT_LABELS",
     "UNITS",
+    "with_checksum",
     "write_forward_fif",
     "write_leadfield",
 ]

@@ -410,46 +410,6 @@ def _describe(obj):
     return f"instance of {type(obj).__name__}"
 
 
-def attach_layout(data: LeadfieldData, surfaces) -> str | None:
-    """Give a loaded leadfield the layers and columns of the surfaces, if they match.
-
-    A laminar leadfield (``n_layers > 1``) of the same layout gets the
-    surfaces' column hemispheres and vertices; a flat one with
-    ``n_layers * n_columns`` sources is taken as layer-major over the
-    surfaces' columns (``provenance["layout"]`` says so).
-
-    Parameters
-    ----------
-    data : LeadfieldData
-        Modified in place.
-    surfaces : LaminarSurfaces
-        The layer surfaces the leadfield was computed for.
-
-    Returns
-    -------
-    mismatch : str | None
-        Why the leadfield keeps its own layout (its layers x columns differ
-        from the surfaces'), else None.
-    """
-    surf = surfaces
-    if data.n_layers > 1:
-        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
-            return (
-                f"The loaded leadfield has {data.n_layers} layers x "
-                f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
-                f"{surf.n_columns}: the leadfield's own layout is kept"
-            )
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        return None
-    if data.n_sources == surf.n_layers * surf.n_columns:
-        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
-        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
-        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        data.provenance["layout"] = "layer-major, from the layer surfaces"
-    return None
-
-
 def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
     """LeadfieldData from a :class:`~mne_laminar_plugin.forward.LaminarForward`.
 
@@ -498,4 +458,60 @@ def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
         ),  # fmt: skip
     )
     _validate(data, check_finite=False)
+    return data
+
+
+def attach_surface_layout(data: LeadfieldData, surfaces, *, fname=None) -> LeadfieldData:
+    """Check a loaded leadfield against the layer surfaces; give it their layout.
+
+    A leadfield with its own layout (``n_layers > 1``) must have the layers
+    and columns of ``surfaces``; one without (a single "layer") must have
+    ``n_layers * n_columns`` sources, which are then taken as layer-major.
+    The columns get the surfaces' hemispheres and vertex ids.
+
+    Parameters
+    ----------
+    data : LeadfieldData
+        Modified in place.
+    surfaces : LaminarSurfaces | None
+        None: nothing to check.
+    fname : path-like | None
+        The file ``data`` was read from, named in the error.
+
+    Returns
+    -------
+    data : LeadfieldData
+
+    Raises
+    ------
+    ValueError
+        If the layout does not match the surfaces.
+    """
+    if surfaces is None:
+        return data
+    where = f"{fname}" if fname is not None else "The leadfield"
+    want = (surfaces.n_layers, surfaces.n_columns)
+    fix = (
+        " Load the leadfield computed on these layer surfaces (same "
+        "laminar_n_layers and laminar_column_spacing), or recompute the surfaces "
+        "to match it."
+    )
+    if data.n_layers > 1:
+        if (data.n_layers, data.n_columns) != want:
+            raise ValueError(
+                f"{where} has {data.n_layers} layers x {data.n_columns} columns, but "
+                f"the layer surfaces have {want[0]} layers x {want[1]} columns.{fix}"
+            )
+    elif data.n_sources == want[0] * want[1]:
+        data.n_layers, data.n_columns = want
+        data.layer = np.repeat(np.arange(want[0]), want[1])
+        data.column = np.tile(np.arange(want[1]), want[0])
+        data.provenance["layout"] = "layer-major, from the layer surfaces"
+    else:
+        raise ValueError(
+            f"{where} has {data.n_sources} sources and no layer/column layout; the "
+            f"layer surfaces need {want[0]} layers x {want[1]} columns = "
+            f"{want[0] * want[1]} sources (layer-major).{fix}"
+        )
+    data.column_hemi, data.column_vertno = surfaces.hemi, surfaces.vertno
     return data

@@ -14,6 +14,7 @@ from mne.utils import _check_option
 
 from .._conventions import (
     ORIENTATION_TYPES,
+    UNITS,
 )
 from .._version import __version__
 
@@ -357,6 +358,12 @@ def describe_sensors(info, ch_names=None) -> str:
 
 
 # ============================================================== validation
+def _channel_types() -> set[str]:
+    from mne.io import get_channel_type_constants
+
+    return set(get_channel_type_constants(include_defaults=True))
+
+
 def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
     """Check shapes and values of a LeadfieldData; raise with clear messages."""
     where = _where(fname)
@@ -381,6 +388,11 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
             f"{lf.shape}{hint}"
         )
     n_sens, n_src = lf.shape[:2]
+    if n_sens == 0 or n_src == 0:
+        raise ValueError(
+            f"{where}the leadfield has shape {lf.shape}: it needs at least one "
+            "sensor (rows) and one source (columns)"
+        )
     if data.orientation_type == "free":
         k = lf.shape[2]
         if k not in (2, 3):
@@ -401,6 +413,12 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
         raise ValueError(
             f"{where}src_coords has shape {data.src_coords.shape}: it needs one "
             f"row (x, y, z) per source, i.e. ({n_src}, 3)"
+        )
+    if data.src_coords is not None and not np.all(np.isfinite(data.src_coords)):
+        bad = np.flatnonzero(~np.all(np.isfinite(data.src_coords), axis=1))
+        raise ValueError(
+            f"{where}src_coords has NaN/inf for {len(bad)} source(s) (first: source "
+            f"{int(bad[0])}); every source needs a finite position (head frame, m)"
         )
     if data.src_ori is not None and data.src_ori.shape != (n_src, 3):
         raise ValueError(
@@ -426,6 +444,41 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
         )
     if len(data.layer) and (data.layer.min() < 0 or data.layer.max() >= data.n_layers):
         raise ValueError(f"{where}layer values must be in [0, {data.n_layers})")
+    have = np.unique(data.layer)
+    if len(have) != data.n_layers:
+        raise ValueError(
+            f"{where}n_layers is {data.n_layers} but the sources hold layer(s) "
+            f"{have.tolist()}: every layer 0..n_layers-1 needs its sources"
+        )
+    if len(data.column) and (
+        data.column.min() < 0 or data.column.max() >= max(int(data.n_columns), 1)
+    ):
+        raise ValueError(
+            f"{where}column values must be in [0, n_columns = {data.n_columns}), got "
+            f"[{int(data.column.min())}, {int(data.column.max())}]"
+        )
+    known = _channel_types()
+    bad_types = sorted(set(map(str, data.ch_types)) - known)
+    if bad_types:
+        raise ValueError(
+            f"{where}unknown channel type(s) {bad_types} in ch_types; expected MNE "
+            "channel types such as 'mag', 'grad', 'eeg' (or 'misc')"
+        )
+    if data.sensor_units is not None:
+        units = _per_channel(data.sensor_units, n_sens, "sensor_units", fname)
+        want = [UNITS[int(u)][3] if int(u) in UNITS else None for u in units]
+        clash = [
+            i for i, (t, w) in enumerate(zip(data.ch_types, want))
+            if w is not None and t in {v[3] for v in UNITS.values()} and t != w
+        ]  # fmt: skip
+        if clash:
+            i = clash[0]
+            raise ValueError(
+                f"{where}{len(clash)} channel(s) have a unit that does not fit their "
+                f"type (first: channel {i} {data.ch_names[i]!r} is "
+                f"{data.ch_types[i]!r} but sensor_units {int(units[i])} is a "
+                f"{want[i]} unit); fix sensor_units or ch_types"
+            )
     if data.info is not None and list(data.info["ch_names"]) != list(data.ch_names):
         raise ValueError(f"{where}info channels differ from ch_names")
     if check_finite:

@@ -184,3 +184,29 @@ def si_factors(data):
     factors, _, _ = unit_conversion(units, exps)  # stored -> target
     si = np.array([UNITS[int(u)][0] for u in units])  # SI -> target
     return factors / si  # stored -> SI
+
+
+def convert_rows(lf, factors, fname=None):
+    """Multiply the rows of a stored leadfield by unit ``factors`` (float64 at least).
+
+    Half precision is promoted (fT/nAm values overflow float16). Values that
+    become infinite in the conversion are reported as the conversion's
+    overflow, naming the file, not as NaN/inf stored in it.
+    """
+    lf = np.asarray(lf)
+    dtype = np.result_type(lf.dtype, np.float32) if lf.dtype.kind == "f" else np.float64
+    lf = lf.astype(dtype, copy=True) if lf.dtype != dtype or not lf.flags.writeable else lf
+    finite_before = np.isfinite(lf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lf *= np.asarray(factors).reshape((-1,) + (1,) * (lf.ndim - 1)).astype(dtype)
+    overflow = finite_before & ~np.isfinite(lf)
+    if overflow.any():
+        row = int(np.argwhere(overflow)[0][0])
+        where = f"{fname}: " if fname else ""
+        raise ValueError(
+            f"{where}{int(overflow.sum())} value(s) overflow {dtype.name} when converted "
+            f"to the library's units (first in row {row}, factor {factors[row]:g}): the "
+            "stored values are far too large for their sensor_units/sensor_unitmult, "
+            "which are probably wrong."
+        )
+    return lf

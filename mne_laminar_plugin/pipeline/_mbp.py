@@ -135,9 +135,77 @@ def prep_out_files(
     from mne_bids_pipeline._run import _prep_out_files_path
 
     out = {key: Path(val) for key, val in out_files.items()}
+    gone = [str(path) for path in out.values() if not path.exists()]
+    if gone:
+        raise RuntimeError(
+            "Files this step has just written are gone: " + ", ".join(gone) + ". "
+            "Another run on the same dataset (another config?) changed the laminar "
+            "outputs meanwhile. Run one configuration at a time per dataset (or give "
+            "each its own laminar_deriv_name), then run this step again."
+        )
     return _prep_out_files_path(
         exec_params=exec_params, out_files=out, check_relative=Path(cfg.laminar_root)
     )
+
+
+def _set_aside(path: Path, what: str, error: BaseException) -> Path:
+    """Move an unreadable MBP file aside (kept, never deleted) and say so."""
+    import time
+
+    from mne_bids_pipeline._logging import gen_log_kwargs, logger
+
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.replace(aside)
+    logger.warning(
+        **gen_log_kwargs(
+            message=f"{what} {path} could not be read ({type(error).__name__}: "
+            f"{error}), probably because a run was killed while saving it. It was "
+            f"moved to {aside} and a new one is started: the laminar steps rebuild "
+            "their sections; re-run MBP's own steps to rebuild theirs, then delete "
+            f"{aside.name}."
+        )
+    )
+    return aside
+
+
+def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
+    """Set aside MBP's report HDF5 files and log workbook when they are corrupt.
+
+    A run killed while MBP saves ``sub-XX_report.h5`` or
+    ``task-<tasks>_log.xlsx`` leaves a file that every later step fails to
+    open. Called before a laminar step runs with ``(cfg, subject, session)``
+    of each run; returns the files moved aside.
+    """
+    import zipfile
+
+    from filelock import FileLock
+    from mne_bids_pipeline._report import _report_path
+
+    moved = []
+    for cfg, subject, session in cfgs:
+        fname = _report_path(cfg=cfg, subject=subject, session=session).fpath
+        if Path(fname).is_file():
+            import mne
+
+            # MBP holds this lock while it reads and saves the report: never
+            # judge a file another run is writing
+            with FileLock(f"{fname}.lock"):
+                try:
+                    mne.open_report(fname)
+                except Exception as exc:
+                    moved.append(_set_aside(Path(fname), "MBP's report file", exc))
+    all_tasks = "+".join(map(str, getattr(config, "all_tasks", []) or []))
+    log = Path(config.deriv_root) / f"task-{all_tasks}_log.xlsx"
+    if all_tasks and log.is_file():
+        with FileLock(log.with_suffix(log.suffix + ".lock")):  # MBP's save_logs lock
+            try:
+                with zipfile.ZipFile(log) as zf:
+                    bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"member {bad} is corrupt")
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                moved.append(_set_aside(log, "MBP's log workbook", exc))
+    return moved
 
 
 def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> None:
@@ -152,6 +220,10 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
         logger.info(**gen_log_kwargs(message=reason))
         return
     ss = _get_ss(config=config)
+    recover_mbp_files(
+        config,
+        [(get_config(config=config, subject=sub, session=ses), sub, ses) for sub, ses in ss],
+    )
     with get_parallel_backend(config.exec_params):
         parallel, run_func = parallel_func(
             step_func, exec_params=config.exec_params, n_iter=len(ss)

@@ -34,6 +34,8 @@ MBP_HOOK_POINTS = (
     ("mne_bids_pipeline._main", "main"),
     ("mne_bids_pipeline._config", "__annotations__"),
     ("mne_bids_pipeline._config_import", "_import_config"),
+    ("mne_bids_pipeline._config_import", "_check_misspellings_removals"),
+    ("mne_bids_pipeline._config_import", "_handle_config_error"),
     ("mne_bids_pipeline._run", "failsafe_run"),
     ("mne_bids_pipeline._run", "save_logs"),
     ("mne_bids_pipeline._run", "_prep_out_files"),
@@ -240,7 +242,17 @@ class PluginHost:
         out = []
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
-            out.append((self._plugin_name(impl.plugin), impl.function(**kwargs)))
+            name = self._plugin_name(impl.plugin)
+            try:
+                result = impl.function(**kwargs)
+            except Exception as exc:
+                where = self.sources.get(name, "")
+                raise PluginError(
+                    f"MBP plugin {name!r}" + (f" ({where})" if where else "")
+                    + f": its hook {hook_name} raised {type(exc).__name__}: {exc}. "
+                    "Fix or uninstall that package."
+                ) from exc
+            out.append((name, result))
         return out
 
     # ------------------------------------------------------- stages, options
@@ -335,6 +347,7 @@ class PluginHost:
         stages = self.stages()
         options = self.options()
         _install_options({name: opt for name, (_, opt) in options.items()})
+        _install_misspelling_check(sorted(options))
         _install_stages([group for _, group in stages.values()])
 
 
@@ -368,6 +381,44 @@ def _install_options(options: dict[str, ConfigOption]) -> None:
         setattr(_config, name, opt.default)
         annotations[name] = opt.annotation
         added.add(name)
+
+
+def _install_misspelling_check(plugin_names: list[str]) -> None:
+    """Catch near-duplicates of plugin options that MBP's own check lets through.
+
+    MBP reports a config name close to a valid one only when that valid name
+    is not set too, so ``laminar_n_layer = 5`` beside ``laminar_n_layers = 11``
+    would be ignored silently. For the plugins' options, the misspelling is
+    reported (as MBP does, honouring ``config_validation``) in both cases.
+    """
+    import difflib
+
+    from mne_bids_pipeline import _config_import
+
+    orig = getattr(
+        _config_import._check_misspellings_removals, _ORIG_ATTR,
+        _config_import._check_misspellings_removals,
+    )  # fmt: skip
+    names = list(plugin_names)
+
+    def _check_misspellings_removals(*, valid_names, user_names, config_validation):
+        orig(valid_names=valid_names, user_names=user_names,
+             config_validation=config_validation)  # fmt: skip
+        for user_name in user_names:
+            if user_name in valid_names:
+                continue
+            match = difflib.get_close_matches(user_name, names, n=1, cutoff=0.85)
+            if match and match[0] in user_names:
+                _config_import._handle_config_error(
+                    f"Found a variable named {user_name!r} in your custom config, "
+                    f"which is not an option but is close to the option {match[0]!r}, "
+                    f"also set: {user_name!r} is ignored. Remove or rename it (or "
+                    "set config_validation to 'warn' or 'ignore').",
+                    config_validation,
+                )
+
+    setattr(_check_misspellings_removals, _ORIG_ATTR, orig)
+    _config_import._check_misspellings_removals = _check_misspellings_removals
 
 
 def _install_stages(groups: list[StepGroup]) -> None:

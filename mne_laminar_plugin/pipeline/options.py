@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
+from pydantic import AfterValidator
+
+from .. import bids
+from ..forward._forward import MAX_PLAUSIBLE_MINDIST
+from ..predictors import score_weights
 
 from .._conventions import (
     MIN_LAYERS,
@@ -27,6 +32,17 @@ from .._conventions import (
 )
 from .host import ConfigOption
 
+
+def _deriv_name(name: str) -> str:
+    return bids.check_deriv_name(name, "laminar_deriv_name")
+
+
+def _score_weights(weights):
+    if weights is not None:
+        score_weights(weights, "laminar_score_weights")
+    return weights
+
+
 OPTIONS: dict[str, ConfigOption] = {
     # ---------------------------------------------------------------- stage
     "laminar_enable": ConfigOption(
@@ -35,9 +51,10 @@ OPTIONS: dict[str, ConfigOption] = {
         "Run the laminar stage; False skips every laminar step.",
     ),
     "laminar_deriv_name": ConfigOption(
-        str,
+        Annotated[str, AfterValidator(_deriv_name)],
         "mne-laminar",
-        "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
+        "Folder under <bids_root>/derivatives/ for the laminar derivatives: a "
+        "plain folder name, not MBP's (mne-bids-pipeline) or freesurfer.",
     ),
     "laminar_offline_mode": ConfigOption(
         bool,
@@ -109,15 +126,15 @@ OPTIONS: dict[str, ConfigOption] = {
         "orientation) or 'free' (three components per source).",
     ),
     "laminar_random_seed": ConfigOption(
-        int | None,
+        Annotated[int, Ge(0)] | None,
         None,
         "Seed of laminar_leadfield_mode='random' (None: MBP's random_state).",
     ),
     "laminar_skull_margin": ConfigOption(
-        Annotated[float, Ge(0)] | None,
+        Annotated[float, Ge(0), Le(MAX_PLAUSIBLE_MINDIST)] | None,
         None,
         "Columns with any layer closer than this (mm) to the inner skull are "
-        "dropped in every layer (None: MBP's mindist).",
+        "dropped in every layer (None: MBP's mindist); at most 30 mm.",
     ),
     "laminar_forward_engine": ConfigOption(
         Literal[FORWARD_ENGINES],
@@ -144,7 +161,7 @@ OPTIONS: dict[str, ConfigOption] = {
         "'label/lh.<name>.label' in the subject) or '<atlas>:<hemi>.<name>'.",
     ),
     "laminar_score_weights": ConfigOption(
-        dict[str, float] | None,
+        Annotated[dict[str, float] | None, AfterValidator(_score_weights)],
         None,
         "Weights of the z-scored predictors in the anatomical score (None: "
         "all 1; keys thickness, lf_rms_diff, radiality, distance).",

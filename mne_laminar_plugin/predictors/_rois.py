@@ -87,6 +87,10 @@ def read_roi(
     candidates = roi_files(spec, subject, subjects_dir)
     for fname in candidates:
         if fname.is_file():
+            from ..surfaces._freesurfer import check_label_file
+
+            if not check_label_file(fname, f"ROI {spec!r}"):
+                raise ValueError(f"ROI {spec!r}: the label file {fname} has no vertices.")
             label = mne.read_label(fname, subject=subject)
             label.name = spec
             return label

@@ -199,6 +199,39 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     return uris, links
 
 
+def surfaces_run_id(surf: LaminarSurfaces) -> str:
+    """The ``RunId`` of a saved set of layer-surface files (from their content)."""
+    return bids.content_id(
+        surf.layers, surf.orientations, surf.vertno, surf.hemi.astype(str),
+        *(np.asarray(surf.tris[h]) for h in HEMIS), surf.fractions,
+        surf.dropped["vertno"], surf.dropped["hemi"].astype(str),
+        surf.dropped["reason"].astype(str),
+        [surf.method, surf.spacing, surf.orientation, surf.subject],
+    )  # fmt: skip
+
+
+def _check_run_id(files, summary: Path, run_id) -> None:
+    """Every file of the set must carry the summary's ``RunId`` in its sidecar."""
+    if run_id is None:  # written before run ids (no check possible)
+        return
+    for fname in files:
+        side = bids.sidecar(fname)
+        if not Path(fname).is_file() or not side.is_file():
+            missing = fname if not Path(fname).is_file() else side
+            raise FileNotFoundError(
+                f"Missing laminar surface file {missing} (listed in {summary}); "
+                "re-run the step laminar/layer_surfaces."
+            )
+        have = bids.read_json(side).get("RunId")
+        if have != run_id:
+            raise ValueError(
+                f"{fname} is not from the same run as {summary} (RunId "
+                f"{have!r} in {side.name}, {run_id!r} in the summary): the layer "
+                "surface files are a mix of two runs. Re-run the step "
+                "laminar/layer_surfaces (or LaminarSurfaces.save) to rewrite them."
+            )
+
+
 def _save(
     surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale,
     source_relpath=None,
@@ -236,11 +269,12 @@ def _save(
         coordsys = GiftiCoordSystem(
             dataspace="NIFTI_XFORM_UNKNOWN", xformspace="NIFTI_XFORM_UNKNOWN", xform=np.eye(4)
         )
-    with contextlib.ExitStack() as stack:
+    run_id = surfaces_run_id(surf)
+    with bids.atomic_group():
 
         def _tmp(path):
             written.append(Path(path))
-            return stack.enter_context(bids.atomic_path(path))
+            return path
 
         for hemi in HEMIS:
             sl = surf.columns(hemi)
@@ -289,10 +323,11 @@ def _save(
                     )
                 )  # fmt: skip
                 path = layer_fname(root, subject, session, hemi, layer, spacing)
-                nib.save(img, _tmp(path))
+                with bids.atomic_path(_tmp(path)) as tmp:
+                    nib.save(img, tmp)
                 side_json = dict(
                     Description=desc, Layer=layer, DepthFraction=float(surf.fractions[layer]),
-                    Hemisphere=side, Units="mm", **common,
+                    Hemisphere=side, Units="mm", **common, RunId=run_id,
                 )  # fmt: skip
                 bids.write_json(_tmp(bids.sidecar(path)), side_json)
 
@@ -349,17 +384,19 @@ def _save(
                     )
                 # float64 is outside the GIFTI 1.0 type list but written and read
                 # by nibabel and gifticlib; it makes the round trip exact
-                nib.save(img, _tmp(path), mode="force")
+                with bids.atomic_path(_tmp(path)) as tmp:
+                    nib.save(img, tmp, mode="force")
                 bids.write_json(
                     _tmp(bids.sidecar(path)),
-                    dict(Description=desc, Hemisphere=side, Units=units, **common),
+                    dict(Description=desc, Hemisphere=side, Units=units, **common,
+                         RunId=run_id),
                 )
 
         # columns table (every candidate column) and summary
         tsv = columns_fname(root, subject, session, spacing)
         table = _columns_table(surf)
         bids.write_tsv(_tmp(tsv), table)
-        bids.write_json(_tmp(bids.sidecar(tsv)), _columns_sidecar(surf))
+        bids.write_json(_tmp(bids.sidecar(tsv)), dict(_columns_sidecar(surf), RunId=run_id))
         summary = summary_fname(root, subject, session, spacing)
         info = dict(
             Description="Laminar layer surfaces: parameters, quality checks and files",
@@ -368,6 +405,7 @@ def _save(
             **({"Sources": uris["lh"] + uris["rh"]} if uris["lh"] + uris["rh"] else {}),
             ScannerRASTransform=None if xform is None else xform.tolist(),
             Files=sorted(p.relative_to(root).as_posix() for p in written),
+            RunId=run_id,
         )
         bids.write_json(_tmp(summary), info)
         written.append(summary)
@@ -464,6 +502,16 @@ def _load(cls, root: Path, subject, session, spacing):
     info = bids.read_json(summary)
     spacing = info["ColumnSpacing"]
     n_layers = int(info["NumberOfLayers"])
+    _check_run_id(
+        [
+            *(f(root, subject, session, h, spacing)
+              for h in HEMIS for f in (positions_fname, orientation_fname)),
+            *(layer_fname(root, subject, session, h, k, spacing)
+              for h in HEMIS for k in range(n_layers)),
+            columns_fname(root, subject, session, spacing),
+        ],
+        summary, info.get("RunId"),
+    )  # fmt: skip
     layers, oris, hemis, vertnos, tris = [], [], [], [], {}
     for hemi in HEMIS:
         fpos = positions_fname(root, subject, session, hemi, spacing)

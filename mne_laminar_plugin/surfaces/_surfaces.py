@@ -31,7 +31,14 @@ from .._conventions import (
     check_n_layers,
 )
 from ..mesh import vertex_areas, vertex_normals
-from ._freesurfer import _check_pair, _read_surface, _scanner_xform, _subsample
+from ._freesurfer import (
+    _check_pair,
+    _read_surface,
+    _scanner_xform,
+    _subsample,
+    check_label_file,
+    check_spacing,
+)
 
 #: Links shorter than this (mm) count as zero length (pial == white).
 ZERO_LENGTH_MM = 1e-4
@@ -119,6 +126,7 @@ def _cortex_mask(hemi, n_vert, mode, label_dir: Path, link_len):
                 f"cortex_mask='cortex_label' but {fl} does not exist; use "
                 "cortex_mask='auto' (falls back to aparc, then zero thickness)."
             )
+        check_label_file(fl, f"The {hemi} cortex label (cortex_mask={mode!r})")
         try:
             verts = np.asarray(nib.freesurfer.read_label(str(fl)), np.int64)
         except Exception as exc:
@@ -477,6 +485,7 @@ class LaminarSurfaces:
                         "sphere of this recon-all run or use spacing='all'."
                     )
                 sources[hemi]["sphere"] = str(fs)
+                check_spacing(spacing, len(sphere[0]), fs)
             geo[hemi] = (white, pial)
         logger.info(
             f"Layer surfaces for {subject}: {n_layers} layers ({method}), spacing "

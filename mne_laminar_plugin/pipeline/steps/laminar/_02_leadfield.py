@@ -204,9 +204,7 @@ def _load(cfg, subject, surf, in_files):
     data = L.read_leadfield(fname, orientation_type=ori)
     data.provenance.update(mode="load", subject=subject)
     if surf is not None:
-        mismatch = L.attach_layout(data, surf)
-        if mismatch:
-            logger.warning(**gen_log_kwargs(message=mismatch))
+        L.attach_surface_layout(data, surf, fname=fname)
     return data, dict(leadfield=fname)
 
 
@@ -312,12 +310,17 @@ def _save(cfg, subject, session, data, surf, sources):
                 "the HDF5 file is the only copy (LeadfieldData.to_forward converts)"
             )
         )
-    written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
     side = _sidecar(cfg, data, surf, sources, names["fwd"].name if fwd_ok else None)
-    written.append(bids.write_json(names["json"], side))
-    if fwd_ok:
-        written.append(L.write_forward_fif(names["fwd"], data, overwrite=True, verbose=False))
-        written.append(bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name)))
+    with bids.atomic_group():  # all four files, or none (the old set is kept)
+        written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
+        side = L.with_checksum(side, names["h5"])
+        written.append(bids.write_json(names["json"], side))
+        if fwd_ok:
+            written.append(L.write_forward_fif(names["fwd"], data, overwrite=True,
+                                               verbose=False))  # fmt: skip
+            written.append(
+                bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name))
+            )
     folder = names["h5"].parent
     prefix = bids.subject_prefix(subject, session)
     bids.remove_stale(folder, f"{prefix}_desc-laminar_fwd.*", written)

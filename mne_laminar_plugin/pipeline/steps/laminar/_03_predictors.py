@@ -178,48 +178,49 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
         for hemi in S.HEMIS
     }
     written = []
-    values = {**pred.as_dict(), P.SCORE_NAME: score}
-    for hemi in S.HEMIS:
-        sl = surf.columns(hemi)
-        for name in MAPS:
-            fname = map_fname(root, subject, session, hemi, sp, name)
-            P.write_gifti_map(
-                fname, values[name][sl], hemi, name=name,
-                meta={"Description": P.LONG_NAMES[name], "Units": pred.units[name]},
-            )  # fmt: skip
-            side = {
-                "Description": f"{P.LONG_NAMES[name]}, one value per column of the "
-                f"{hemi} hemisphere, in the vertex order of the layer surfaces "
-                f"(den-{sp}). {P.DESCRIPTIONS[name]}",
-                "Units": pred.units[name],
-                "Density": density,
-                "SpatialReference": sources[hemi],
-                "Sources": [sources[hemi]],
-                "VertexIds": "FreeSurfer vertex of each value: column 'vertex' of "
-                f"{table_fname(root, subject, session, sp).name}",
-            }
-            if name in pred.methods:
-                side["Method"] = pred.methods[name]
-            if name == P.SCORE_NAME:
-                side["ScoreWeights"] = P.score_weights(weights)
-            written += [fname, bids.write_json(bids.sidecar(fname), side)]
-    tsv = table_fname(root, subject, session, sp)
-    extra = {
-        "SpatialReference": S.SPATIAL_REFERENCE + " (columns x, y, z)",
-        "Density": density,
-        "Sources": list(sources.values()),
-        "BestColumn": best,
-        "Priors": priors,
-        "ROIs": {name: P.roi_column_name(name) for name in rois},
-        "Coordinates": "pos_mri_mm: pial position, FreeSurfer surface RAS (mm); "
-        + (
-            "pos_mni: MNI Talairach (mri/transforms/talairach.xfm), mm"
-            if mni
-            else "no MNI coordinates (no mri/transforms/talairach.xfm)"
-        ),
-    }
-    pred.to_tsv(tsv, weights=weights, rois=rois, extra=extra)
-    written += [tsv, bids.sidecar(tsv)]
+    with bids.atomic_group():  # the maps, the table and their sidecars, or none
+        values = {**pred.as_dict(), P.SCORE_NAME: score}
+        for hemi in S.HEMIS:
+            sl = surf.columns(hemi)
+            for name in MAPS:
+                fname = map_fname(root, subject, session, hemi, sp, name)
+                P.write_gifti_map(
+                    fname, values[name][sl], hemi, name=name,
+                    meta={"Description": P.LONG_NAMES[name], "Units": pred.units[name]},
+                )  # fmt: skip
+                side = {
+                    "Description": f"{P.LONG_NAMES[name]}, one value per column of the "
+                    f"{hemi} hemisphere, in the vertex order of the layer surfaces "
+                    f"(den-{sp}). {P.DESCRIPTIONS[name]}",
+                    "Units": pred.units[name],
+                    "Density": density,
+                    "SpatialReference": sources[hemi],
+                    "Sources": [sources[hemi]],
+                    "VertexIds": "FreeSurfer vertex of each value: column 'vertex' of "
+                    f"{table_fname(root, subject, session, sp).name}",
+                }
+                if name in pred.methods:
+                    side["Method"] = pred.methods[name]
+                if name == P.SCORE_NAME:
+                    side["ScoreWeights"] = P.score_weights(weights)
+                written += [fname, bids.write_json(bids.sidecar(fname), side)]
+        tsv = table_fname(root, subject, session, sp)
+        extra = {
+            "SpatialReference": S.SPATIAL_REFERENCE + " (columns x, y, z)",
+            "Density": density,
+            "Sources": list(sources.values()),
+            "BestColumn": best,
+            "Priors": priors,
+            "ROIs": {name: P.roi_column_name(name) for name in rois},
+            "Coordinates": "pos_mri_mm: pial position, FreeSurfer surface RAS (mm); "
+            + (
+                "pos_mni: MNI Talairach (mri/transforms/talairach.xfm), mm"
+                if mni
+                else "no MNI coordinates (no mri/transforms/talairach.xfm)"
+            ),
+        }
+        pred.to_tsv(tsv, weights=weights, rois=rois, extra=extra)
+        written += [tsv, bids.sidecar(tsv)]
     for pattern in _stale_patterns(subject, session):
         bids.remove_stale(anat, pattern, written)
     return written
