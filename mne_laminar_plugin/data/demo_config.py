@@ -59,7 +59,7 @@ laminar_rois = ("label/lh.demo_roi.label", "label/lh.demo_column.label")
 laminar_comparison_woi = (0.05, 0.15)  # around the 100 ms peak
 # simulate a source on every layer of every column (Szul et al. 2025)
 laminar_accuracy_enable = True
-laminar_accuracy_snr_db = -20.0  # the paper's SNR; a tuple sweeps (slower)
+laminar_accuracy_snr_db = 0.0  # one SNR for a quick look; a tuple sweeps, e.g. (-20.0, 0.0, 10.0)
 # The demo runs offline: MBP's source/_99_group_average would download
 # fsaverage; with this set it is skipped when fsaverage is not installed.
 laminar_offline_mode = True

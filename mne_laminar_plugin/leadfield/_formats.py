@@ -65,7 +65,7 @@ from ._data import (
     _validate,
 )
 from ._npz import read_npz
-from ._units import convert_grad_unit, convert_rows, si_factors, si_to_target_units
+from ._units import convert_grad_unit, si_factors, si_to_target_units
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
