@@ -53,6 +53,8 @@ BIDSIGNORE = (
     "*_columns.json",
     "*_predictors.tsv",
     "*_predictors.json",
+    "*_accuracy.tsv",
+    "*_accuracy.json",
     "*_surfaces.json",
     "*_stat.json",
     "*_shape.json",
