@@ -118,6 +118,9 @@ NON_DEFAULT = dict(
     laminar_temporal_modes=2,
     laminar_sliding_windows=(40.0, None),
     laminar_comparison_conditions=["stim"],
+    laminar_accuracy_enable=True,
+    laminar_accuracy_snr_db=(-20.0, 0.0),
+    laminar_accuracy_random_state=7,
 )
 
 
