@@ -52,6 +52,8 @@ SFREQ = 250.0
 N_TRIALS = 60
 #: where the simulated source sits: depth fraction from white (1 = pial)
 SOURCE_DEPTH = 0.75
+#: version of the demo dataset (in its stamp): a demo of another version is rebuilt
+DEMO_VERSION = 3
 SOURCE_TARGET_MM = np.array([-45.0, -22.0, 48.0])  # left central region, fsaverage
 #: the second condition: a source on ONE layer of ONE column, as compare_layers' MSP patch
 LAYER_CONDITION = "layer"
@@ -543,7 +545,7 @@ def make_demo_dataset(
     from mne.utils import _check_option
 
     _check_option("system", system, MEG_SYSTEMS)
-    stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
+    stamp = dict(n_subjects=n_subjects, seed=seed, version=DEMO_VERSION)
     if system != "vectorview":  # (Vectorview stamps stay as they were)
         stamp["system"] = system
     have_stamp = _read_stamp(root)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from mne_laminar_plugin import bids
-from mne_laminar_plugin.demo import STAMP_NAME, make_demo_dataset
+from mne_laminar_plugin.demo import DEMO_VERSION, STAMP_NAME, make_demo_dataset
 from mne_laminar_plugin.surfaces import LaminarSurfaces
 
 from _fs_fixtures import make_fsaverage5_subject  # noqa: E402
@@ -53,7 +53,7 @@ def _fake_finished_demo(root: Path, demo, seed: int) -> None:
     )
     (root / "demo_config.py").write_bytes(demo.config_path.read_bytes())
     (root / STAMP_NAME).write_text(
-        json.dumps(dict(n_subjects=1, seed=seed, version=2, complete=True))
+        json.dumps(dict(n_subjects=1, seed=seed, version=DEMO_VERSION, complete=True))
     )
     for name in ("mne-bids-pipeline", "mne-laminar"):
         out = root / "bids" / "derivatives" / name / "sub-01"
@@ -101,7 +101,7 @@ def test_demo_cli_refuses_with_exit_2(tmp_path, cli):
 
 def test_demo_in_empty_folder_writes_a_stamp(demo):
     stamp = json.loads((demo.root / STAMP_NAME).read_text())
-    assert stamp == dict(n_subjects=1, seed=42, version=2, complete=True)
+    assert stamp == dict(n_subjects=1, seed=42, version=DEMO_VERSION, complete=True)
 
 
 # ----------------------------------------------------------- deriv name

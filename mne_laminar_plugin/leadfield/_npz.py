@@ -27,7 +27,7 @@ from mne.utils import _check_option, _validate_type, logger, warn
 
 from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS
 from ._data import LeadfieldData, _collapse, _per_channel, _validate
-from ._units import unit_conversion
+from ._units import convert_rows, unit_conversion
 
 #: Keys of the npz layout this package reads (CaliBrain's and its own).
 NPZ_KEYS = (
@@ -180,6 +180,16 @@ def _check_memory(n_bytes, what):
 
 
 # ================================================================= read
+def _npz_int(get, key, fname, minimum):
+    """An integer scalar key of an npz file (>= minimum), with a clear error."""
+    if key not in get:
+        return minimum
+    val = get[key]
+    if val.ndim != 0 or val.dtype.kind not in "iu" or int(val) < minimum:
+        raise ValueError(f"{fname}: {key} must be one integer >= {minimum}, got {val!r}")
+    return int(val)
+
+
 def read_npz(fname, orientation_type=None):
     """Read CaliBrain's npz layout (and this package's extra keys), gradiometers in fT/cm."""
     fname = Path(fname)
@@ -220,19 +230,27 @@ def read_npz(fname, orientation_type=None):
         ("sensor_unitmult", get.get("sensor_unitmult")),
         ("coil_type", get.get("coil_type")),
     ):
-        if val is not None and val.dtype.kind not in "iuf":
-            raise ValueError(f"{fname}: {key} must be an integer FIFF code")
+        if val is not None and (
+            val.dtype.kind not in "iuf"
+            or (val.dtype.kind == "f" and not np.all(np.isfinite(val) & (val == np.round(val))))
+        ):
+            raise ValueError(
+                f"{fname}: {key} must hold integer FIFF codes, got {val.ravel()[:5]} "
+                f"(dtype {val.dtype})"
+            )
         per[key] = _per_channel(val, n_sens, key, fname)
     ch_units = get.get("ch_units")
     if units is not None:
-        factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
+        try:
+            factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
+        except ValueError as exc:
+            raise ValueError(f"{fname}: {exc}") from None
         if ch_units is not None and not np.all(factors == 1.0):
             ch_units = None  # stored in another unit convention (e.g. fT/m)
         if ch_units is not None and list(ch_units.astype(str)) != labels:
             raise ValueError(f"{fname}: ch_units disagree with sensor_units/unitmult")
         if not np.all(factors == 1.0):
-            lf = lf.astype(np.float64) if lf.dtype.kind != "f" else lf
-            lf *= factors.reshape((-1,) + (1,) * (lf.ndim - 1)).astype(lf.dtype)
+            lf = convert_rows(lf, factors, fname)  # promotes float16, names an overflow
         per["sensor_unitmult"] = exps
         data.leadfield = lf
     elif ch_units is not None:
@@ -283,7 +301,7 @@ def read_npz(fname, orientation_type=None):
     elif orientation_type == "free" and lf.ndim == 3 and lf.shape[2] == 3:
         q = np.broadcast_to(np.eye(3), (n_src, 3, 3)).copy()
     data.Q_basis = q
-    data.n_layers = int(get["n_layers"]) if "n_layers" in get else 1
+    data.n_layers = _npz_int(get, "n_layers", fname, 1)
     if "layer" in get and "column" in get:
         data.layer = np.asarray(get["layer"], int)
         data.column = np.asarray(get["column"], int)
@@ -291,7 +309,7 @@ def read_npz(fname, orientation_type=None):
         n_kept = n_src // max(data.n_layers, 1)
         data.layer = np.repeat(np.arange(data.n_layers), n_kept)
         data.column = np.tile(np.arange(n_kept), data.n_layers)
-    data.n_columns = int(get["n_columns"]) if "n_columns" in get else (
+    data.n_columns = _npz_int(get, "n_columns", fname, 0) if "n_columns" in get else (
         int(data.column.max()) + 1 if len(data.column) else 0
     )
     data.synthetic = bool(get["synthetic"]) if "synthetic" in get else False
