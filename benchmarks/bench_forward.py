@@ -281,7 +281,8 @@ def run_worker(task_file):
     """Run one task (MNE, engine or inside test) and write its results."""
     import mne
 
-    from mne_laminar_plugin import engine
+    from mne_laminar_plugin import forward as engine
+    from mne_laminar_plugin.forward import _engine
 
     mne.set_log_level("warning")
     with open(task_file) as fid:
@@ -341,7 +342,7 @@ def run_worker(task_file):
         for rep in range(task["repeats"]):
             # the machine may be shared: measure the BLAS rate right before
             rates.append(blas_rate(n_nodes, n_ch, dtype, repeats=3))
-            engine._TIMINGS.clear()
+            _engine._TIMINGS.clear()
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 gain = engine.compute_gain(
@@ -350,7 +351,7 @@ def run_worker(task_file):
                 )  # fmt: skip
                 times.append(time.perf_counter() - t0)
             peaks.append(mem.extra)
-            breakdown.append(dict(engine._TIMINGS))
+            breakdown.append(dict(_engine._TIMINGS))
             out_bytes = gain.nbytes
             if rep == 0 and op.isfile(ref_file):
                 ref = np.load(ref_file, mmap_mode="r")
@@ -413,7 +414,7 @@ def main():
 
     import mne
 
-    from mne_laminar_plugin import engine
+    from mne_laminar_plugin import forward as engine
 
     mne.set_log_level("warning")
     results = dict(cpu_count=os.cpu_count(), mne=mne.__version__)

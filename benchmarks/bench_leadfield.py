@@ -14,7 +14,7 @@ For each scale, in the same run and on identical inputs:
   ``engine="mne"`` (column check in every layer, one MNE forward for all
   layers, fixed projection, unit conversion);
 - ``laminar simulate (fast)``: the same with ``engine="fast"``, when
-  :mod:`mne_laminar_plugin.engine` is available;
+  :mod:`mne_laminar_plugin.forward` is available;
 - ``mne.make_forward_solution``: MNE alone on one discrete source space with
   every layer-major source (``mindist=5``), free orientation as MNE computes
   it, plus ``convert_forward_solution(force_fixed=True)`` timed separately.
@@ -199,7 +199,7 @@ def main():
           f"{os.getloadavg()[0]:.1f}")  # fmt: skip
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if "fast" in engines:
-        from mne_laminar_plugin.forward import _fast_engine
+        from mne_laminar_plugin.forward._forward import _fast_engine
 
         try:
             _fast_engine()

@@ -19,10 +19,10 @@ _LAZY = {
     "select_prior": "predictors",
     "get_data_path": "demo",
     "make_demo_dataset": "demo",
-    "PluginHost": "host",
-    "StepGroup": "host",
-    "ConfigOption": "host",
-    "hookimpl": "host",
+    "PluginHost": "pipeline.host",
+    "StepGroup": "pipeline.host",
+    "ConfigOption": "pipeline.host",
+    "hookimpl": "pipeline.host",
     "sys_info": "cli",
 }
 

@@ -98,7 +98,7 @@ def virtual_display(enable: bool = True) -> Iterator[str | None]:
 # ------------------------------------------------------------ subcommands
 def cmd_run(args: argparse.Namespace) -> int:
     """Run MBP with every installed plugin."""
-    from .host import PluginHost, run_mbp
+    from .pipeline.host import PluginHost, run_mbp
 
     mbp_args = list(args.mbp_args)
     if mbp_args and mbp_args[0] == "--":
@@ -174,7 +174,7 @@ def _print_run_help() -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print plugins, stages, steps and options."""
-    from .host import PluginHost, check_mbp_version, mbp_version
+    from .pipeline.host import PluginHost, check_mbp_version, mbp_version
 
     host = PluginHost()
     lines = [f"mne-bids-pipeline {mbp_version()}"]
@@ -218,7 +218,7 @@ def options_markdown() -> str:
     The docs' option reference is generated from this, so the table that
     ``mne-laminar info`` prints and the one on the docs site come from one place.
     """
-    from .host import PluginHost
+    from .pipeline.host import PluginHost
 
     rows = ["| option | type | default | meaning |", "| --- | --- | --- | --- |"]
     for name, (_plugin, opt) in PluginHost().options().items():
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from .host import PluginError
+        from .pipeline.host import PluginError
 
         if os.environ.get("MNE_LAMINAR_DEBUG") or os.environ.get(
             "_MNE_BIDS_STUDY_TESTING", ""

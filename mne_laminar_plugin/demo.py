@@ -32,7 +32,6 @@ DATA_ENV = "MNE_LAMINAR_DATA"
 TASK = "demo"
 CONDITION = "stim"
 ROI_NAME = "demo_roi"
-DEMO_SPACING = "oct5"
 SFREQ = 250.0
 N_TRIALS = 60
 #: where the simulated source sits: depth fraction from white (1 = pial)

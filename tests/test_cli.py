@@ -6,7 +6,7 @@ import importlib.metadata
 
 import pytest
 
-from mne_laminar_plugin.options import OPTIONS
+from mne_laminar_plugin.pipeline.options import OPTIONS
 
 
 def test_help(cli):
@@ -35,7 +35,7 @@ def test_info_lists_everything(cli):
     res = cli("info")
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "laminar: 'mne_laminar_plugin.plugin'" in out
+    assert "laminar: 'mne_laminar_plugin.pipeline.plugin'" in out
     assert "laminar  (plugin laminar; in `all` after source)" in out
     for step in ("laminar/layer_surfaces", "laminar/leadfield", "laminar/predictors"):
         assert step in out

@@ -167,7 +167,7 @@ def test_second_plugin_stage_through_the_cli(loky_run, tmp_path):
         '''))
     (pkg / "plugin.py").write_text(textwrap.dedent(
         '''
-        from mne_laminar_plugin.host import ConfigOption, StepGroup, hookimpl
+        from mne_laminar_plugin.pipeline.host import ConfigOption, StepGroup, hookimpl
 
 
         @hookimpl

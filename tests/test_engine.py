@@ -1,4 +1,4 @@
-"""Tests for the fast forward engine (mne_laminar_plugin.engine).
+"""Tests for the fast forward engine (mne_laminar_plugin.forward).
 
 The oracle is mne.make_forward_solution on the same inputs (through
 engine.compute_gain_mne); independent checks are Sarvas' closed-form sphere
@@ -20,7 +20,8 @@ from mne.io.constants import FIFF
 from mne.surface import _get_ico_surface
 from mne.transforms import Transform, _get_trans, apply_trans
 
-from mne_laminar_plugin import engine
+from mne_laminar_plugin import forward as engine
+from mne_laminar_plugin.forward import _engine_numba, _engine_setup
 
 FS_DIR = op.join(op.dirname(mne.__file__), "data", "fsaverage")
 TOL = 1e-6  # max relative column error required vs MNE in float64
@@ -359,7 +360,7 @@ def test_field_matrix_matches_mne_bem_specify_coils():
     mults = np.repeat(
         bem["source_mult"] / (4 * np.pi), [len(s["rr"]) for s in bem["surfs"]]
     )[None]
-    ours = engine._meg_bem_solution(bem, defs, mults, engine._Threads(2))
+    ours = _engine_setup._meg_bem_solution(bem, defs, mults, _engine_numba._Threads(2))
     theirs = _bem_specify_coils(bem, defs, FIFF.FIFFV_COORD_HEAD, mults, 1)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10 * np.abs(theirs).max())
 

@@ -15,7 +15,8 @@ import pytest
 from mne.io.constants import FIFF
 from mne.transforms import Transform, apply_trans, rotation
 
-from mne_laminar_plugin import forward as F
+from mne_laminar_plugin import mesh
+from mne_laminar_plugin.forward import _forward as F
 
 CENTER = np.array([0.0, 0.0, 0.04])  # head/MRI centre of the spheres (m)
 
@@ -258,7 +259,7 @@ def test_dropped_columns_match_mne_and_geometry(info, bem):
     tris = surf["tris"]
     rr = surf["rr"]
     n_p, n_t = len(pts), len(tris)
-    dist = F.point_triangle_distance(
+    dist = mesh.point_triangle_distance(
         np.repeat(pts, n_t, 0), np.tile(rr[tris[:, 0]], (n_p, 1)),
         np.tile(rr[tris[:, 1]], (n_p, 1)), np.tile(rr[tris[:, 2]], (n_p, 1)),
     ).reshape(n_p, n_t).min(1)  # fmt: skip
@@ -310,11 +311,11 @@ def test_points_inside_surface_exact():
     hull = ConvexHull(surf["rr"])
     truth = (pts @ hull.equations[:, :3].T + hull.equations[:, 3] < 0).all(1)
     assert 0.2 < truth.mean() < 0.9
-    np.testing.assert_array_equal(F.points_inside_surface(pts, surf), truth)
+    np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf), truth)
     rev = dict(rr=surf["rr"], tris=surf["tris"][:, ::-1])
-    np.testing.assert_array_equal(F.points_inside_surface(pts, rev), truth)
+    np.testing.assert_array_equal(mesh.points_inside_surface(pts, rev), truth)
     # small max_pairs exercises the chunking
-    np.testing.assert_array_equal(F.points_inside_surface(pts, surf, max_pairs=1000), truth)
+    np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf, max_pairs=1000), truth)
     # a non-convex surface: MNE's fsaverage inner skull, against MNE's solid
     # angles for points not within 1 mm of it (MNE's sphere shortcut is not
     # exact right at the surface)
@@ -324,8 +325,8 @@ def test_points_inside_surface_exact():
         mne.__path__[0] + "/data/fsaverage/fsaverage-inner_skull-bem.fif", verbose=False
     )[0]
     pts = skull["rr"].mean(0) + rng.normal(scale=0.04, size=(600, 3))
-    far = ~F.surface_distance_below(pts, skull, 0.001)[0]
-    ours = F.points_inside_surface(pts[far], skull)
+    far = ~mesh.surface_distance_below(pts, skull, 0.001)[0]
+    ours = mesh.points_inside_surface(pts[far], skull)
     theirs = _CheckInside(skull, verbose=False)(pts[far], verbose=False)
     np.testing.assert_array_equal(ours, theirs)
     assert 0.2 < ours.mean() < 0.95
@@ -338,9 +339,9 @@ def test_surface_distance_is_exact():
     surf = dict(rr=ico["rr"] * 0.08, tris=ico["tris"])
     pts = rng.normal(size=(400, 3))
     pts *= (rng.uniform(0.06, 0.1, 400) / np.linalg.norm(pts, axis=1))[:, None]
-    close, dist = F.surface_distance_below(pts, surf, 0.006)
+    close, dist = mesh.surface_distance_below(pts, surf, 0.006)
     rr, tris = surf["rr"], surf["tris"]
-    brute = F.point_triangle_distance(
+    brute = mesh.point_triangle_distance(
         np.repeat(pts, len(tris), 0), np.tile(rr[tris[:, 0]], (400, 1)),
         np.tile(rr[tris[:, 1]], (400, 1)), np.tile(rr[tris[:, 2]], (400, 1)),
     ).reshape(400, -1).min(1)  # fmt: skip
@@ -353,7 +354,7 @@ def test_surface_distance_is_exact():
     w = rng.dirichlet(np.ones(3), size=20000)
     samples = w @ np.stack([a, b, c])
     approx = np.linalg.norm(p[:, None] - samples[None], axis=-1).min(1)
-    exact = F.point_triangle_distance(p, *(np.tile(v, (50, 1)) for v in (a, b, c)))
+    exact = mesh.point_triangle_distance(p, *(np.tile(v, (50, 1)) for v in (a, b, c)))
     assert np.all(exact <= approx + 1e-12) and np.all(approx - exact < 0.02)
 
 
@@ -384,7 +385,7 @@ def test_fast_engine(info, bem, monkeypatch):
         np.testing.assert_array_equal(fast.columns, ref.columns)
         rel = np.linalg.norm(fast.gain - ref.gain, axis=0) / np.linalg.norm(ref.gain, axis=0)
         assert rel.max() < 1e-6
-    import mne_laminar_plugin.engine as engine_mod
+    import mne_laminar_plugin.forward._engine as engine_mod
 
     monkeypatch.delattr(engine_mod, "compute_gain")
     with pytest.raises(RuntimeError, match="engine='fast' needs .*compute_gain.*engine='mne'"):

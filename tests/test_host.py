@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mne_laminar_plugin import host as host_mod
-from mne_laminar_plugin.host import (
+from mne_laminar_plugin.pipeline import host as host_mod
+from mne_laminar_plugin.pipeline.host import (
     ConfigOption,
     PluginError,
     PluginHost,
@@ -20,7 +20,7 @@ from mne_laminar_plugin.host import (
     check_mbp_version,
     hookimpl,
 )
-from mne_laminar_plugin.options import OPTIONS
+from mne_laminar_plugin.pipeline.options import OPTIONS
 
 
 @pytest.fixture

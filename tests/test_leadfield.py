@@ -573,7 +573,7 @@ def _step_cfg(tmp_path, **kw):
 
 
 def test_step_missing_inputs_name_their_step(tmp_path):
-    from mne_laminar_plugin.steps.laminar import _02_leadfield as step
+    from mne_laminar_plugin.pipeline.steps.laminar import _02_leadfield as step
 
     cfg = _step_cfg(tmp_path)
     with pytest.raises(FileNotFoundError) as exc:
@@ -599,7 +599,7 @@ def test_step_missing_inputs_name_their_step(tmp_path):
 def test_step_outputs_sidecar_report_and_validator(simulated, tmp_path):
     """The step's writer: h5 + FIF + sidecars, valid BIDS derivative, report section."""
     from mne_laminar_plugin import bids
-    from mne_laminar_plugin.steps.laminar import _02_leadfield as step
+    from mne_laminar_plugin.pipeline.steps.laminar import _02_leadfield as step
 
     cfg = _step_cfg(tmp_path)
     data = simulated[1]["fixed"]

@@ -586,7 +586,7 @@ def test_mri_to_mni(tmp_path):
 
 def test_map_to_template():
     """Nearest column on the registered spheres; radii do not matter."""
-    from mne_laminar_plugin.steps.laminar._99_group_predictors import map_to_template
+    from mne_laminar_plugin.pipeline.steps.laminar._99_group_predictors import map_to_template
 
     u, _ = _ico(3)
     cols = np.arange(0, len(u), 3)  # the subject's columns: every 3rd vertex
@@ -610,7 +610,7 @@ def test_map_to_template():
 
 
 def test_report_figures():
-    from mne_laminar_plugin import viz
+    from mne_laminar_plugin.report import viz
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 40))
@@ -635,7 +635,7 @@ def demo_run(pipeline_run):
 @pytest.mark.slow
 def test_step_outputs_equal_library_call(demo_run):
     """Maps, TSV and sidecar of the step = compute_predictors on the same inputs."""
-    from mne_laminar_plugin.steps.laminar._03_predictors import map_fname, table_fname
+    from mne_laminar_plugin.pipeline.steps.laminar._03_predictors import map_fname, table_fname
 
     demo, res = demo_run
     root = bids.deriv_root(demo.bids_root)
@@ -683,7 +683,7 @@ def test_group_step(demo_run):
     """The template has sub-01's spheres (sub-02 differs by scale only): at a
     column's template vertex the group mean is the mean of both subjects'
     scores of that column."""
-    from mne_laminar_plugin.steps.laminar._03_predictors import table_fname
+    from mne_laminar_plugin.pipeline.steps.laminar._03_predictors import table_fname
 
     demo, res = demo_run
     root = bids.deriv_root(demo.bids_root)

@@ -550,7 +550,7 @@ def test_to_source_spaces(spheres):
 
 # ------------------------------------------------------------------ viz
 def test_plane_segments_and_slices(spheres):
-    from mne_laminar_plugin import viz
+    from mne_laminar_plugin.report import viz
 
     rr, tris = spheres.pial["lh"], spheres.tris["lh"]
     c = spheres.center["lh"]
@@ -577,7 +577,7 @@ def test_plane_segments_and_slices(spheres):
 
 @pytest.mark.parametrize("backend", ["matplotlib", "auto"])
 def test_plot_surface_map(fs5, backend):
-    from mne_laminar_plugin import viz
+    from mne_laminar_plugin.report import viz
 
     rr = fs5.white["rh"] * 1e-3
     vals = np.linalg.norm(fs5.pial["rh"] - fs5.white["rh"], axis=1)
@@ -595,7 +595,7 @@ def test_plot_surface_map(fs5, backend):
 
 
 def test_html_table():
-    from mne_laminar_plugin import viz
+    from mne_laminar_plugin.report import viz
 
     out = viz.html_table(("a", "b"), [("<x>", 1.23456789)], caption="c&d")
     assert "&lt;x&gt;" in out and "1.235" in out and "c&amp;d" in out
@@ -627,7 +627,7 @@ def _step_cfg(tmp_path, fs, **kw):
 
 
 def test_step_worker(tmp_path, monkeypatch):
-    from mne_laminar_plugin.steps.laminar import _01_layer_surfaces as step
+    from mne_laminar_plugin.pipeline.steps.laminar import _01_layer_surfaces as step
 
     monkeypatch.setenv("_MNE_BIDS_STUDY_TESTING", "true")
     # subjects_dir inside the BIDS dataset, as MBP's layout: sidecars get BIDS URIs
@@ -672,7 +672,7 @@ def test_step_worker(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ERRORS)
 def test_step_broken_input_leaves_nothing(tmp_path, monkeypatch, kind):
     """Every broken FreeSurfer input fails the step with its message, writing nothing."""
-    from mne_laminar_plugin.steps.laminar import _01_layer_surfaces as step
+    from mne_laminar_plugin.pipeline.steps.laminar import _01_layer_surfaces as step
 
     monkeypatch.setenv("_MNE_BIDS_STUDY_TESTING", "true")
     (exc, match), kw = _broken(tmp_path / "subjects", kind)

@@ -85,7 +85,7 @@ print("link-vector orientations:", np.allclose(ori[ok], link))
 # --------------------------
 # Every layer's intersection with a coronal and an axial plane, over the T1
 # (the same figure as the report's "Laminar surfaces" section).
-from mne_laminar_plugin.report import plot_layer_slices
+from mne_laminar_plugin.report.viz import plot_layer_slices
 
 lh = equidistant.columns("lh")
 fig = plot_layer_slices(

@@ -30,7 +30,7 @@ from mne_laminar_plugin import (
 from mne_laminar_plugin.cli import main as mne_laminar
 from mne_laminar_plugin.leadfield import read_leadfield
 from mne_laminar_plugin.predictors import read_scalp, roi_columns
-from mne_laminar_plugin.report import image_grid, plot_surface_map
+from mne_laminar_plugin.report.viz import image_grid, plot_surface_map
 
 demo_dir = get_data_path() / "demo"
 if not (demo_dir / "bids" / "derivatives" / "mne-laminar").is_dir():

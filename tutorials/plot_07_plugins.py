@@ -159,7 +159,7 @@ sys.path.insert(0, str(site))
 # installed.)
 import importlib
 
-from mne_laminar_plugin.host import run_mbp
+from mne_laminar_plugin.pipeline.host import run_mbp
 
 demo_dir = get_data_path() / "demo"
 if not (demo_dir / "bids" / "derivatives" / "mne-laminar").is_dir():

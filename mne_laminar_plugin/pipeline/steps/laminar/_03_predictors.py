@@ -20,9 +20,17 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import predictors as P
-from ... import surfaces as S
+from .... import bids
+from .... import predictors as P
+from .... import surfaces as S
+
+# library privates the step still uses (issue 10, phase 2 makes them public)
+from ....predictors._lf_rms_diff import _physical_units
+from ....predictors._scalp import _scalp_candidates
+from ....predictors._score import _check_weights
+from ....report import viz
+from ....surfaces._io import _density
+from ... import _mbp
 
 SECTION = "Anatomical predictors"
 TOP_N = 10
@@ -72,7 +80,7 @@ def _surface_files(cfg, subject, session) -> dict[str, Path]:
 
 def _leadfield_file(cfg, subject, session) -> Path:
     """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    from ... import leadfield as L
+    from .... import leadfield as L
 
     if hasattr(L, "leadfield_fname"):
         return Path(L.leadfield_fname(cfg.laminar_root, subject, session,
@@ -85,13 +93,13 @@ def _leadfield_file(cfg, subject, session) -> Path:
 
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
-    from ... import leadfield as L
+    from .... import leadfield as L
 
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
 
 
 def _scalp_file(cfg) -> Path | None:
-    for fname in P._scalp_candidates(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
+    for fname in _scalp_candidates(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
         if fname.is_file():
             return fname
     return None
@@ -166,13 +174,13 @@ def _whitener(cfg, in_files):
 
     if "cov" not in in_files:
         return None, None, None
-    cov = mne.read_cov(in_files["cov"], verbose="error")
-    info = mne.io.read_info(in_files["cov_info"], verbose="error")
+    cov = mne.read_cov(in_files.pop("cov"), verbose="error")
+    info = mne.io.read_info(in_files.pop("cov_info"), verbose="error")
     rank = None
     if "cov_rank" in in_files:
         from mne_bids_pipeline._io import _read_json
 
-        rank = _read_json(in_files["cov_rank"])
+        rank = _read_json(in_files.pop("cov_rank"))
     return cov, info, rank
 
 
@@ -186,17 +194,20 @@ def run_predictors(
     in_files: dict,
 ) -> dict:
     """Compute, save and report the anatomical predictors of one subject/session."""
+    for key in _surface_files(cfg, subject, session):  # read by LaminarSurfaces.load
+        in_files.pop(key)
     surf = S.LaminarSurfaces.load(
         cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing, verbose=False
     )
-    leadfield = _read_leadfield(in_files["leadfield"], surf.n_layers)
+    leadfield = _read_leadfield(in_files.pop("leadfield"), surf.n_layers)
+    in_files.pop("scalp", None)  # read_scalp finds it (or raises, listing candidates)
     scalp = P.read_scalp(cfg.fs_subject, cfg.fs_subjects_dir, kind=cfg.laminar_scalp_mesh)
     scalp.source = "<subjects_dir>/" + Path(
         os.path.relpath(scalp.source, cfg.fs_subjects_dir)
     ).as_posix()  # no machine-specific paths in the sidecars
     cov, info, rank = _whitener(cfg, in_files)
     if cov is not None and (
-        leadfield.synthetic or not set(leadfield.units) <= set(P._physical_units())
+        leadfield.synthetic or not set(leadfield.units) <= set(_physical_units())
     ):
         msg = "The leadfield has no physical units (random?): not whitening"
         logger.info(**gen_log_kwargs(message=msg))
@@ -215,6 +226,8 @@ def run_predictors(
         spec: pred.roi_columns(spec, cfg.fs_subject, cfg.fs_subjects_dir)
         for spec in cfg.laminar_rois
     }
+    for k in range(len(cfg.laminar_rois)):  # read by roi_columns
+        in_files.pop(f"roi{k}", None)
     priors = {
         name: pred.column_record(P.select_prior(score, cols), score)
         | dict(n_columns=int(cols.size))
@@ -230,7 +243,7 @@ def run_predictors(
 
     _mbp.ensure_dataset(cfg)
     paths = _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights, mni)
-    in_files.clear()  # everything was read above
+    assert not in_files, in_files
 
     with _open_report(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
@@ -255,7 +268,7 @@ def _mni(pred, cfg, records) -> bool:
 def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights, mni):
     root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
     anat = bids.subject_dir(root, subject, session, "anat")
-    density = S._density(surf)
+    density = _density(surf)
     sources = {
         hemi: bids_uri_rel(root, S.layer_fname(root, subject, session, hemi, 0, sp))
         for hemi in S.HEMIS
@@ -284,7 +297,7 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
             if name in pred.methods:
                 side["Method"] = pred.methods[name]
             if name == P.SCORE_NAME:
-                side["ScoreWeights"] = P._check_weights(weights)
+                side["ScoreWeights"] = _check_weights(weights)
             written += [fname, bids.write_json(bids.sidecar(fname), side)]
     tsv = table_fname(root, subject, session, sp)
     extra = {
@@ -418,7 +431,7 @@ def _methods_table(pred, cfg) -> str:
     rows = [(name, pred.units[name], pred.methods.get(name, ""), n_nan[name])
             for name in P.PREDICTORS]  # fmt: skip
     rows.append((P.SCORE_NAME, "arbitrary",
-                 f"weights {P._check_weights(cfg.laminar_score_weights)}",
+                 f"weights {_check_weights(cfg.laminar_score_weights)}",
                  int((~pred.kept).sum())))  # fmt: skip
     return viz.html_table(
         ("predictor", "units", "method", "NaN columns"), rows,

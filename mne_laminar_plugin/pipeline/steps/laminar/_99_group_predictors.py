@@ -20,9 +20,11 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import predictors as P
-from ...surfaces import HEMIS
+from .... import bids
+from .... import predictors as P
+from ....report import viz
+from ....surfaces import HEMIS
+from ... import _mbp
 from ._03_predictors import table_fname
 
 SECTION = "Anatomical predictors (group)"
@@ -199,7 +201,7 @@ def run_group_predictors(
                         template_z=float(tpl[hemi]["anat"][t_vert, 2] * 1e3),
                     )
                 )
-    assert len(in_files) == 0, in_files
+    assert not in_files, in_files
     out_files, means = {}, {}
     _mbp.ensure_dataset(cfg)
     for hemi in HEMIS:

@@ -45,8 +45,8 @@ import numpy as np
 from mne.io.constants import FIFF
 from mne.utils import _check_option, _validate_type, logger, verbose
 
-ENGINES = ("mne", "fast")
-ORIENTATION_TYPES = ("fixed", "free")
+from .._conventions import FORWARD_ENGINES, ORIENTATION_TYPES
+from ..mesh import points_inside_surface, surface_distance_below
 
 #: Reasons recorded for dropped columns.
 REASON_OUTSIDE = "outside the inner skull"
@@ -249,227 +249,6 @@ def _surface_arrays(surfaces):
     return layers, ori, hemi, vertno
 
 
-# ----------------------------------------------------- point-to-surface tests
-def _point_segment_dist2(p, u, v):
-    d = v - u
-    t = np.einsum("ij,ij->i", p - u, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-300)
-    t = np.clip(t, 0.0, 1.0)
-    diff = p - (u + t[:, None] * d)
-    return np.einsum("ij,ij->i", diff, diff)
-
-
-def point_triangle_distance(p, a, b, c):
-    """Exact distance from points to triangles (paired row by row).
-
-    Parameters
-    ----------
-    p, a, b, c : ndarray, shape (n, 3)
-        Points and triangle corners.
-
-    Returns
-    -------
-    dist : ndarray, shape (n,)
-    """
-    ab, ac = b - a, c - a
-    n = np.cross(ab, ac)
-    nn2 = np.einsum("ij,ij->i", n, n)
-    ap = p - a
-    # barycentric coordinates of the projection of p on the triangle's plane
-    d00 = np.einsum("ij,ij->i", ab, ab)
-    d01 = np.einsum("ij,ij->i", ab, ac)
-    d11 = np.einsum("ij,ij->i", ac, ac)
-    d20 = np.einsum("ij,ij->i", ap, ab)
-    d21 = np.einsum("ij,ij->i", ap, ac)
-    denom = np.where(nn2 > 0, d00 * d11 - d01 * d01, 1.0)
-    v = (d11 * d20 - d01 * d21) / denom
-    w = (d00 * d21 - d01 * d20) / denom
-    inside = (nn2 > 0) & (v >= 0) & (w >= 0) & (v + w <= 1)
-    plane2 = np.einsum("ij,ij->i", ap, n) ** 2 / np.where(nn2 > 0, nn2, 1.0)
-    edge2 = np.minimum(
-        np.minimum(_point_segment_dist2(p, a, b), _point_segment_dist2(p, b, c)),
-        _point_segment_dist2(p, c, a),
-    )
-    return np.sqrt(np.where(inside, plane2, edge2))
-
-
-def surface_distance_below(points, surf, limit, *, chunk=200_000):
-    """Which points are closer than ``limit`` (m) to a triangulated surface.
-
-    Exact (point to triangle). A KD-tree on the vertices gives the nearest
-    vertex distance ``d_v``; since a triangle lies inside the ball of radius
-    ``L`` (its longest edge) around each of its corners, the true distance is
-    at least ``d_v - L`` and only points with ``d_v - L < limit`` are tested
-    against the triangles having a corner within ``limit + L``.
-
-    Returns
-    -------
-    close : ndarray of bool, shape (n_points,)
-    dist : ndarray, shape (n_points,)
-        The exact distance where tested, else the lower bound ``d_v - L``
-        (which is >= limit).
-    """
-    from scipy import sparse
-    from scipy.spatial import cKDTree
-
-    rr, tris = np.asarray(surf["rr"], float), np.asarray(surf["tris"], int)
-    points = np.asarray(points, float)
-    close = np.zeros(len(points), bool)
-    if len(points) == 0 or limit <= 0:
-        return close, np.full(len(points), np.inf)
-    edges = np.concatenate(
-        [rr[tris[:, 1]] - rr[tris[:, 0]], rr[tris[:, 2]] - rr[tris[:, 1]],
-         rr[tris[:, 0]] - rr[tris[:, 2]]]
-    )  # fmt: skip
-    max_edge = float(np.sqrt((edges**2).sum(1)).max())
-    tree = cKDTree(rr)
-    d_v, _ = tree.query(points)
-    dist = d_v - max_edge
-    cand = np.flatnonzero(dist < limit)
-    if len(cand) == 0:
-        return close, dist
-    n_tri = len(tris)
-    incidence = sparse.csr_matrix(
-        (np.ones(3 * n_tri, bool), (tris.ravel(), np.repeat(np.arange(n_tri), 3))),
-        shape=(len(rr), n_tri),
-    )
-    # process candidate points in blocks bounded by the number of pairs
-    step = max(1, chunk // 64)
-    for start in range(0, len(cand), step):
-        idx = cand[start : start + step]
-        near = tree.query_ball_point(points[idx], limit + max_edge)
-        lens = np.fromiter((len(n_) for n_ in near), int, len(near))
-        rows = np.repeat(np.arange(len(idx)), lens)
-        cols = np.fromiter((v for n_ in near for v in n_), int, lens.sum())
-        pv = sparse.csr_matrix(
-            (np.ones(len(rows), bool), (rows, cols)), shape=(len(idx), len(rr))
-        )
-        pt = (pv @ incidence).tocoo()
-        pi, ti = pt.row, pt.col
-        dmin = np.full(len(idx), np.inf)
-        if len(pi):
-            d = point_triangle_distance(
-                points[idx[pi]], rr[tris[ti, 0]], rr[tris[ti, 1]], rr[tris[ti, 2]]
-            )
-            np.minimum.at(dmin, pi, d)
-        # points with no triangle within limit + L are farther than limit
-        dmin = np.where(np.isfinite(dmin), dmin, np.maximum(dist[idx], limit))
-        dist[idx] = dmin
-        close[idx] = dmin < limit
-    return close, dist
-
-
-def _expand_ranges(starts, counts):
-    """Concatenated ``arange(s, s + c)`` for every (s, c), and the owner index."""
-    counts = np.asarray(counts, int)
-    owner = np.repeat(np.arange(len(counts)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + offsets, owner
-
-
-def points_inside_surface(points, surf, *, max_pairs=4_000_000, seed=0):
-    """Exact inside test for a closed triangulated surface (ray crossing count).
-
-    A ray from every point along a random direction (fixed ``seed``, which
-    avoids rays running along edges) crosses the surface; the signed number of
-    crossings (winding number) is non-zero inside. Candidate triangles come
-    from a uniform 2D grid over the projection plane, so the cost is
-    O(n_points * crossings) instead of MNE's O(n_points * n_triangles) solid
-    angles. Edge tests use one canonical edge direction, so a ray through a
-    shared edge counts for exactly one of the two triangles.
-
-    Parameters
-    ----------
-    points : ndarray, shape (n, 3)
-    surf : dict
-        With ``rr`` (n_vertices, 3) and ``tris`` (n_triangles, 3).
-
-    Returns
-    -------
-    inside : ndarray of bool, shape (n,)
-    """
-    from scipy.spatial.transform import Rotation
-
-    rr = np.asarray(surf["rr"], float)
-    tris = np.asarray(surf["tris"], int)
-    points = np.asarray(points, float)
-    center = rr.mean(0)
-    rot = Rotation.random(random_state=seed).as_matrix()
-    v = (rr - center) @ rot.T
-    p = (points - center) @ rot.T
-    n_pts = len(p)
-    inside = np.zeros(n_pts, bool)
-    if n_pts == 0:
-        return inside
-    tv = v[tris]  # (n_tri, 3 corners, 3)
-    lo, hi = tv[:, :, :2].min(1), tv[:, :, :2].max(1)
-    h = float(np.median(hi - lo)) or 1e-3
-    origin = v[:, :2].min(0)
-    n_cells = np.floor((v[:, :2].max(0) - origin) / h).astype(int) + 1
-    i0 = np.floor((lo - origin) / h).astype(int)
-    i1 = np.floor((hi - origin) / h).astype(int)
-    wide = i1 - i0 + 1
-    idx, tri_of = _expand_ranges(np.zeros(len(tris), int), wide[:, 0] * wide[:, 1])
-    cx = i0[tri_of, 0] + idx % wide[tri_of, 0]
-    cy = i0[tri_of, 1] + idx // wide[tri_of, 0]
-    cell = cx * n_cells[1] + cy
-    cell_tris = tri_of[np.argsort(cell, kind="stable")]
-    cell_count = np.bincount(cell, minlength=int(np.prod(n_cells)))
-    cell_start = np.cumsum(cell_count) - cell_count
-    ip = np.floor((p[:, :2] - origin) / h).astype(int)
-    cand = np.flatnonzero(((ip >= 0) & (ip < n_cells)).all(1))
-    pcell = ip[cand, 0] * n_cells[1] + ip[cand, 1]
-    counts = cell_count[pcell]
-    # Per triangle and edge, in a canonical direction (lower vertex id first):
-    # start point, direction, and the edge function at the opposite corner.
-    # A point is in the projected triangle when, for every edge, it is on the
-    # side of the opposite corner (ties: when that corner is on the + side).
-    ii = tris[:, [0, 1, 2]]
-    jj = tris[:, [1, 2, 0]]
-    kk = tris[:, [2, 0, 1]]
-    e_lo = v[np.minimum(ii, jj), :2]  # (n_tri, 3, 2)
-    e_dir = v[np.maximum(ii, jj), :2] - e_lo
-    opp = v[kk, :2] - e_lo
-    opp = e_dir[..., 0] * opp[..., 1] - e_dir[..., 1] * opp[..., 0]  # (n_tri, 3)
-    # the triangle's plane z = gx * x + gy * y + g0 (its projection is non-flat)
-    normal = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
-    flat = np.abs(normal[:, 2]) <= 1e-12 * np.linalg.norm(normal, axis=1)
-    nz = np.where(flat, 1.0, normal[:, 2])
-    gx, gy = -normal[:, 0] / nz, -normal[:, 1] / nz
-    g0 = tv[:, 0, 2] - gx * tv[:, 0, 0] - gy * tv[:, 0, 1]
-    orient = np.where(flat, 0, np.sign(normal[:, 2])).astype(int)
-    winding = np.zeros(len(cand), int)
-    cum = np.cumsum(counts)
-    start = 0
-    while start < len(cand):
-        base = cum[start - 1] if start else 0
-        stop = int(np.searchsorted(cum, base + max_pairs, side="right"))
-        stop = min(max(stop, start + 1), len(cand))
-        sel = np.arange(start, stop)
-        pos, owner = _expand_ranges(cell_start[pcell[sel]], counts[sel])
-        t = cell_tris[pos]
-        q = p[cand[sel[owner]]]
-        # cheap bounding-box and above-the-point tests first
-        keep = (
-            (q[:, 0] >= lo[t, 0]) & (q[:, 0] <= hi[t, 0])
-            & (q[:, 1] >= lo[t, 1]) & (q[:, 1] <= hi[t, 1])
-            & (orient[t] != 0)
-        )  # fmt: skip
-        t, q, owner = t[keep], q[keep], owner[keep]
-        above = gx[t] * q[:, 0] + gy[t] * q[:, 1] + g0[t] > q[:, 2]
-        t, q, owner = t[above], q[above], owner[above]
-        hit = np.ones(len(t), bool)
-        for k in range(3):
-            d = e_dir[t, k]
-            r = q[:, :2] - e_lo[t, k]
-            e = d[:, 0] * r[:, 1] - d[:, 1] * r[:, 0]
-            o = opp[t, k]
-            hit &= (e * o > 0) | ((e == 0) & (o > 0))
-        np.add.at(winding, sel[owner[hit]], orient[t[hit]])
-        start = stop
-    inside[cand] = winding != 0
-    return inside
-
-
 @verbose
 def check_columns(layers_mri, bem, mri_head_t, mindist, *, verbose=None):
     """Which columns pass the inner-skull tests in every layer.
@@ -536,16 +315,11 @@ def check_columns(layers_mri, bem, mri_head_t, mindist, *, verbose=None):
 
 # ------------------------------------------------------------------ engines
 def _fast_engine():
-    try:
-        from . import engine as _engine
-    except ImportError as exc:
-        raise RuntimeError(
-            "engine='fast' needs mne_laminar_plugin.engine, which could not be "
-            f"imported ({exc}); use engine='mne'."
-        ) from exc
+    from . import _engine
+
     if not callable(getattr(_engine, "compute_gain", None)):
         raise RuntimeError(
-            "engine='fast' needs mne_laminar_plugin.engine.compute_gain, which is "
+            "engine='fast' needs mne_laminar_plugin.forward.compute_gain, which is "
             "not available in this installation; use engine='mne'."
         )
     return _engine.compute_gain
@@ -747,7 +521,7 @@ def compute_laminar_forward(
     import mne
 
     _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
-    _check_option("engine", engine, ENGINES)
+    _check_option("engine", engine, FORWARD_ENGINES)
     _validate_type(mindist, "numeric", "mindist")
     if mindist < 0:
         raise ValueError(f"mindist must be >= 0 (mm), got {mindist}")

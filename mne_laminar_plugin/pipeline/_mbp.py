@@ -14,7 +14,7 @@ from typing import Any
 
 from mne_bids import BIDSPath
 
-from . import bids
+from .. import bids
 
 REPORT_TAGS = ("laminar",)
 

@@ -1,7 +1,7 @@
 """This package's MBP plugin: the ``laminar`` stage and its ``laminar_*`` options.
 
 Registered in the ``mne_bids_pipeline.plugins`` entry-point group (see
-``pyproject.toml``) and loaded by :mod:`mne_laminar_plugin.host`.
+``pyproject.toml``) and loaded by :mod:`mne_laminar_plugin.pipeline.host`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
-from ... import _mbp, viz
-from ...surfaces import HEMIS, DROP_REASONS, LaminarSurfaces
+from ....report import viz
+from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces
+from ... import _mbp
 
 SECTION = "Laminar surfaces"
 
@@ -82,7 +83,11 @@ def run_layer_surfaces(
     logger.info(**gen_log_kwargs(message=msg))
     _mbp.ensure_dataset(cfg)
     paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
-    in_files.clear()  # every input was read by from_freesurfer
+    for hemi in HEMIS:  # all read by from_freesurfer
+        for kind in ("white", "pial", "sphere", "cortex_label", "aparc"):
+            in_files.pop(f"{hemi}_{kind}", None)
+    in_files.pop("t1", None)  # read by from_freesurfer (scanner RAS) and the report
+    assert not in_files, in_files
 
     with _open_report(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session

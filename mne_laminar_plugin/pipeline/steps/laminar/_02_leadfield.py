@@ -20,9 +20,16 @@ from mne_bids_pipeline._logging import gen_log_kwargs, logger
 from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import _sanitize_callable, failsafe_run
 
-from ... import _mbp, bids, viz
-from ... import leadfield as L
-from ... import surfaces as S
+from .... import bids
+from .... import leadfield as L
+from .... import surfaces as S
+from ...._conventions import layer_order
+
+# library privates the step still uses (issue 10, phase 2 makes them public)
+from ....leadfield._formats import _missing_message
+from ....leadfield._qc import _pretty
+from ....report import viz
+from ... import _mbp
 
 SECTION = "Laminar leadfield"
 MAX_OUTLIER_ROWS = 50
@@ -92,7 +99,7 @@ def _load_candidate(cfg, subject) -> Path:
             )
         if found:
             return found[0]
-    raise FileNotFoundError(L._missing_message(folder, tried))
+    raise FileNotFoundError(_missing_message(folder, tried))
 
 
 def get_input_fnames_leadfield(
@@ -137,7 +144,12 @@ def run_leadfield(
     mode = cfg.laminar_leadfield_mode
     ori = cfg.laminar_orientation_type
     surf = None
-    if "surfaces" in in_files:
+    surf_files = {
+        key: in_files.pop(key)
+        for key in _surface_files(cfg, subject, session)
+        if key in in_files
+    }
+    if surf_files:  # read by LaminarSurfaces.load
         surf = S.LaminarSurfaces.load(
             cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing,
             verbose=False,
@@ -152,10 +164,11 @@ def run_leadfield(
             f"skull margin {cfg.laminar_skull_margin} mm"
         )
         logger.info(**gen_log_kwargs(message=msg))
-        info_fname = Path(in_files["info"].fpath)
+        info_fname = Path(in_files.pop("info").fpath)
         sources = dict(
-            bem=Path(in_files["bem"]), trans=Path(in_files["trans"].fpath), info=info_fname
-        )
+            bem=Path(in_files.pop("bem")), trans=Path(in_files.pop("trans").fpath),
+            info=info_fname,
+        )  # fmt: skip
         builder = L.LeadfieldBuilder(
             surfaces=surf, bem=sources["bem"], trans=sources["trans"],
             info=mne.io.read_info(info_fname, verbose=False),
@@ -167,10 +180,10 @@ def run_leadfield(
                                info=str(info_fname))  # fmt: skip
     elif mode == "random":
         meg, eeg = _channel_flags(cfg)
-        info_fname = Path(in_files["info"].fpath)
+        info_fname = Path(in_files.pop("info").fpath)
         sources = dict(info=info_fname)
         info = mne.io.read_info(info_fname, verbose=False)
-        from ...forward import fwd_channel_picks
+        from ....forward import fwd_channel_picks
 
         info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
         seed = cfg.laminar_random_seed
@@ -183,7 +196,7 @@ def run_leadfield(
         data.ch_names = list(info["ch_names"])
         data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
     else:
-        fname = Path(in_files["leadfield"])
+        fname = Path(in_files.pop("leadfield"))
         sources = dict(leadfield=fname)
         msg = f"Loading the {ori} leadfield {fname}"
         logger.info(**gen_log_kwargs(message=msg))
@@ -194,7 +207,7 @@ def run_leadfield(
         sources["surfaces"] = S.summary_fname(
             cfg.laminar_root, subject, session, cfg.laminar_column_spacing
         )
-    in_files.clear()  # everything was read above
+    assert not in_files, in_files
 
     _mbp.ensure_dataset(cfg)
     paths, fwd_written = _save(cfg, subject, session, data, surf, sources)
@@ -280,7 +293,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
         "Units": units,
         "ChannelCounts": counts,
         "NumberOfLayers": int(data.n_layers),
-        "LayerOrder": f"0 = pial (most superficial) ... {data.n_layers - 1} = white (deepest)",
+        "LayerOrder": layer_order(data.n_layers),
         "NumberOfColumns": int(data.n_columns),
         "NumberOfKeptColumns": int(len(data.columns)),
         "NumberOfSources": int(data.n_sources),
@@ -384,7 +397,7 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     flagged = L.flag_outlier_columns(data, norms=norms)
     rows = [
         (r["column"], r["hemi"] or "n/a", "n/a" if r["vertno"] is None else r["vertno"],
-         r["layer"], L._pretty(r["unit"]), r["norm"], r["robust_z"])
+         r["layer"], _pretty(r["unit"]), r["norm"], r["robust_z"])
         for r in flagged[:MAX_OUTLIER_ROWS]
     ]  # fmt: skip
     caption = (
@@ -423,7 +436,7 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
         images += viz.plot_surface_map(
             surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
             cmap="RdBu_r", clim=(-lim, lim), hemi=hemi,
-            label=f"log10 ratio ({L._pretty(unit)})",
+            label=f"log10 ratio ({_pretty(unit)})",
         )  # fmt: skip
     return viz.image_grid(images, ncols=2) if images else None
 
@@ -438,7 +451,7 @@ def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:
         ("Shape", " x ".join(str(s) for s in data.leadfield.shape)),
         ("dtype", str(data.leadfield.dtype)),
         ("Channels", ", ".join(f"{data.ch_types.count(t)} {t}" for t in types)),
-        ("Units", ", ".join(f"{t}: {L._pretty(data.units[data.ch_types.index(t)])}" for t in types)),
+        ("Units", ", ".join(f"{t}: {_pretty(data.units[data.ch_types.index(t)])}" for t in types)),
         ("Layers", f"{data.n_layers} (0 = pial ... {data.n_layers - 1} = white)"),
         ("Columns kept", f"{len(data.columns)} of {data.n_columns}"),
         ("Columns dropped", "; ".join(f"{n}: {r}" for r, n in by_reason.items()) or "none"),

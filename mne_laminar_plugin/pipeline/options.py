@@ -14,15 +14,16 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge
 
+from .._conventions import (
+    COLUMN_ORIENTATIONS,
+    CORTEX_MASKS,
+    FORWARD_ENGINES,
+    LAYER_METHODS,
+    LEADFIELD_MODES,
+    ORIENTATION_TYPES,
+    SCALP_SOURCES,
+)
 from .host import ConfigOption
-
-LAYER_METHODS = ("equidistant", "equivolume")
-COLUMN_ORIENTATIONS = ("link_vector", "surface_normal", "pial_normal")
-CORTEX_MASKS = ("auto", "cortex_label", "aparc", "thickness", "none")
-LEADFIELD_MODES = ("simulate", "load", "random")
-ORIENTATION_TYPES = ("fixed", "free")
-FORWARD_ENGINES = ("fast", "mne")
-SCALP_SOURCES = ("outer_skin", "head")
 
 OPTIONS: dict[str, ConfigOption] = {
     # ---------------------------------------------------------------- stage

@@ -1,0 +1,1 @@
+"""Laminar inversion and model comparison."""

@@ -1,0 +1,1 @@
+"""MNE-BIDS-Pipeline integration: plugin host, hooks, options, steps."""

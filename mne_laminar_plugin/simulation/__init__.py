@@ -1,0 +1,1 @@
+"""Laminar accuracy simulation."""
