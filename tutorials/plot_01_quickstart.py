@@ -50,24 +50,23 @@ print("\n".join(line for line in config.splitlines() if line.startswith("laminar
 # MBP writes to ``derivatives/mne-bids-pipeline``; the laminar stage writes a
 # BIDS derivative dataset of its own, ``derivatives/mne-laminar``.
 lam_root = bids_root / "derivatives" / "mne-laminar"
-for path in sorted(lam_root.rglob("*")):
-    if path.is_file() and "layer0" not in path.name[:-12]:
-        print(path.relative_to(lam_root))
-
-# %%
-# Layer files are many (one per layer and hemisphere); count them instead:
-n_layer_files = len(list(lam_root.glob("sub-01/anat/*_desc-layer*_midthickness.surf.gii")))
-print(f"{n_layer_files} layer surfaces (11 layers x 2 hemispheres)")
+files = sorted(p.relative_to(lam_root) for p in lam_root.rglob("*") if p.is_file())
+layer_files = [f for f in files if "_desc-layer" in f.name]
+for f in files:
+    if f not in layer_files:
+        print(f)
+print(f"... and {len(layer_files)} layer files (surface + sidecar per layer and hemisphere)")
 
 # %%
 # The report
 # ----------
 # Every laminar step adds a section to MBP's per-subject HTML report. Open
-# ``sub-01_task-demo_report.html`` in a browser; here we list its sections.
+# ``sub-01_report.html`` in a browser; here we list its sections.
 mbp_root = bids_root / "derivatives" / "mne-bids-pipeline"
 report_html = sorted(mbp_root.glob("sub-01/**/*_report.html"))[0]
 report_h5 = report_html.with_suffix(".h5")
 report = mne.open_report(report_h5)
-titles = sorted({section for section in report.tags if section})
+titles, _tags, _htmls = report.get_contents()
 print(report_html.relative_to(bids_root))
-print([t for t in titles if "laminar" in t.lower() or "predictor" in t.lower()])
+print("sections:", titles)
+assert {"Laminar surfaces", "Laminar leadfield", "Anatomical predictors"} <= set(titles)

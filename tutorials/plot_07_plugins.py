@@ -150,7 +150,6 @@ pkg = site / "hello_mbp_plugin"
             )
         save_logs(config=config, logs=logs)
 '''))
-sys.path.insert(0, str(site))
 
 # %%
 # Register it beside the installed plugins and run its stage on the demo. (An
@@ -164,6 +163,8 @@ from mne_laminar_plugin.pipeline.host import run_mbp
 demo_dir = get_data_path() / "demo"
 if not (demo_dir / "bids" / "derivatives" / "mne-laminar").is_dir():
     assert mne_laminar(["demo", str(demo_dir)]) == 0  # builds it once (tutorial 01)
+sys.path.insert(0, str(site))  # where the (not installed) package lies
+importlib.invalidate_caches()
 hello = importlib.import_module("hello_mbp_plugin.plugin")
 installed = [(name, host.pm.get_plugin(name)) for name in host.plugin_names]
 host2 = PluginHost(plugins=[*installed, ("hello", hello)])
