@@ -69,7 +69,7 @@ fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 ax.hist(frac["equivolume"], bins=60, color="C1", label="equivolume")
 ax.axvline(np.median(frac["equidistant"]), color="C0", label="equidistant")
 ax.set(xlabel="depth of layer 5 (fraction from white)", ylabel="columns")
-ax.legend()
+_ = ax.legend()
 
 # %%
 # Orientations

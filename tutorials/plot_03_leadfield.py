@@ -69,8 +69,9 @@ fixed = sim.get_leadfield("sub-01", "fixed", "simulate", return_metadata=True)
 free = sim.get_leadfield("sub-01", "free", "simulate", return_metadata=True)
 print(fixed)
 print("free shape:", free.leadfield.shape)
-print("units per channel type:", dict(zip(*np.unique(
-    [f"{t} [{u}]" for t, u in zip(fixed.ch_types, fixed.units)], return_counts=True))))
+for ch_type in ("mag", "grad"):
+    pick = [i for i, t in enumerate(fixed.ch_types) if t == ch_type]
+    print(f"{len(pick)} {ch_type} channels in {fixed.units[pick[0]]}")
 print(f"{len(fixed.dropped_columns)} columns dropped, e.g. {fixed.dropped_reasons[0]!r}")
 
 # %%
@@ -132,4 +133,4 @@ ax.plot(np.linalg.norm(random_fixed.leadfield, axis=0), label="random fixed")
 ax.plot(np.linalg.norm(simulated_leadfield, axis=0), label="simulate-like fixed")
 ax.plot(np.linalg.norm(loaded.leadfield, axis=0), "--", label="loaded fixed")
 ax.set(xlabel="Source index", ylabel="Leadfield column norm", title="Leadfield magnitude check")
-ax.legend(loc="best")
+_ = ax.legend(loc="best")

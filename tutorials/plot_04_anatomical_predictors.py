@@ -78,21 +78,21 @@ def show(values, title, label):
     return fig
 
 
-show(thickness, "Cortical thickness", "mm")
+_ = show(thickness, "Cortical thickness", "mm")
 
 # %%
 # **Leadfield RMS difference**: the difference between the leadfields of the
 # deepest and most superficial source of each column; higher values mean
 # layers are easier to tell apart.
-show(lf_rms_diff, "Leadfield RMS difference", pred.units["lf_rms_diff"])
+_ = show(lf_rms_diff, "Leadfield RMS difference", pred.units["lf_rms_diff"])
 
 # %%
 # **Orientation**: alignment of the column with the scalp normal (1 = radial).
-show(orientations, "Radiality to the scalp", "|cos|")
+_ = show(orientations, "Radiality to the scalp", "|cos|")
 
 # %%
 # **Distance**: from the pial vertex to the closest point of the scalp.
-show(distances, "Distance to the scalp", "mm")
+_ = show(distances, "Distance to the scalp", "mm")
 
 # %%
 # The composite anatomical score
@@ -104,7 +104,7 @@ kept = pred.kept
 tutorial = (zscore(thickness[kept]) + zscore(lf_rms_diff[kept])
             + zscore(orientations[kept]) + zscore(-distances[kept]))
 assert np.allclose(score[kept], tutorial)
-show(score, "Anatomical score", "z")
+_ = show(score, "Anatomical score", "z")
 
 # %%
 # The best column over the whole brain (a column index into the layer
