@@ -10,10 +10,16 @@ the derivative dataset gets a valid ``dataset_description.json``,
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
+import errno
+import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,12 +53,16 @@ BIDSIGNORE = (
     "*_columns.json",
     "*_predictors.tsv",
     "*_predictors.json",
+    "*_accuracy.tsv",
+    "*_accuracy.json",
     "*_surfaces.json",
     "*_stat.json",
     "*_shape.json",
     "*_surf.json",
     "*_midthickness.json",
     "*_priors.json",
+    "*_evidence.tsv",
+    "*_evidence.json",
     # the group folder; bids-validator-deno 3.0 ignores a trailing-slash
     # pattern ("group/") here but honours the bare name
     "group",
@@ -67,6 +77,9 @@ DESCRIPTIONS = {
     "distance": "Distance from the pial vertex to the scalp surface (mm)",
     "score": "Composite anatomical score of laminar discriminability",
     "orientation": "Unit dipole orientation of every column",
+    "accuracy": "Simulated laminar accuracy: every layer recovered at the column (0/1)",
+    "errormm": "Simulated laminar error: mean |true - peak layer| x thickness / n_layers (mm)",
+    "bias": "Simulated laminar bias: mean (true - peak layer) (layers)",
 }
 
 
@@ -75,10 +88,48 @@ def layer_desc(layer: int) -> str:
     return f"layer{int(layer):02d}"
 
 
+#: Derivative folders of other tools that the laminar derivatives must not share.
+RESERVED_DERIV_NAMES = ("mne-bids-pipeline", "freesurfer")
+
+
 # ----------------------------------------------------------------- paths
+def check_deriv_name(name: str, what: str = "laminar_deriv_name") -> str:
+    """Check that ``name`` is a plain folder name under ``derivatives/``.
+
+    Not empty, no path separator, not ``.``/``..``, no leading dot, and not
+    the folder of MNE-BIDS-Pipeline or FreeSurfer (whose files it would
+    overwrite or mix with).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    bad = (
+        not name.strip()
+        or name != name.strip()
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(sep in name for sep in ("/", "\\", os.sep, "\0"))
+    )
+    if bad:
+        raise ValueError(
+            f"{what}={name!r} must be a plain folder name under <bids_root>/derivatives/ "
+            f"(letters, digits, '-', '_'; no path separators, not empty), e.g. {DERIV_NAME!r}"
+        )
+    if name.lower() in RESERVED_DERIV_NAMES:
+        raise ValueError(
+            f"{what}={name!r} is the derivative folder of another tool; the laminar "
+            f"files would overwrite or mix with its files. Use e.g. {DERIV_NAME!r}."
+        )
+    return name
+
+
 def deriv_root(bids_root: str | os.PathLike, name: str = DERIV_NAME) -> Path:
     """The laminar derivative dataset folder of a BIDS dataset."""
-    return Path(bids_root) / "derivatives" / name
+    return Path(bids_root) / "derivatives" / check_deriv_name(name)
+
+
+def subject_prefix(subject: str, session: str | None) -> str:
+    """``sub-XX[_ses-YY]``: how every file of a subject/session starts."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
 
 
 def subject_dir(
@@ -138,29 +189,236 @@ def sidecar(path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------- atomic writes
+#: Prefix of every temporary file (``.part-<pid>-<token>-<final name>``).
+PART_PREFIX = ".part-"
+_PART_RE = re.compile(r"^\.part-(\d+)-")
+#: Temporaries without a process id (older versions) older than this are stale.
+_PART_MAX_AGE = 3600.0
+_GROUP: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "mne_laminar_atomic_group", default=None
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_parts(directory: str | os.PathLike) -> list[Path]:
+    """Remove temporaries (``.part-*``) left in ``directory`` by a killed run.
+
+    A temporary is stale when the process that wrote it (its id is in the
+    name) no longer runs; this process's own temporaries, and those of a
+    concurrent run, are kept.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    now = time.time()
+    for path in directory.iterdir():
+        name = path.name
+        if not name.startswith(PART_PREFIX):
+            continue
+        match = _PART_RE.match(name)
+        try:
+            if match:
+                stale = not _pid_alive(int(match.group(1)))
+            else:
+                stale = now - path.lstat().st_mtime > _PART_MAX_AGE
+            if stale and not path.is_dir():
+                path.unlink()
+                removed.append(path)
+        except OSError:  # pragma: no cover - removed concurrently
+            continue
+    return removed
+
+
+def _new_part(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{PART_PREFIX}{os.getpid()}-", suffix=f"-{path.name}", dir=path.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _chmod_default(tmp: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"Cannot write {path}: a folder of that name is in the way; remove or "
+            "rename it and run again."
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
     On error the temporary file is removed, so no half-written file is left.
-    The temporary name ends with the final name (``.part-<token>-<name>``) so
-    that writers that check endings (MNE's ``_fwd.fif``, nibabel's ``.gii``)
-    accept it. The file gets the usual permissions (0666 minus the umask).
+    The temporary name ends with the final name (``.part-<pid>-<token>-<name>``)
+    so that writers that check endings (MNE's ``_fwd.fif``, nibabel's ``.gii``)
+    accept it; the process id lets a later run remove temporaries of a killed
+    one (:func:`clean_stale_parts`). The file gets the usual permissions (0666
+    minus the umask). Inside :func:`atomic_group` the rename waits for the
+    whole group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=f"-{path.name}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    _check_target(path)
+    tmp = _new_part(path)
+    group = _GROUP.get()
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        _chmod_default(tmp)
+        if group is not None:
+            group.append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _commit(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename every temporary onto its target, or none: roll back on failure."""
+    last: dict[Path, tuple[Path, Path]] = {}
+    for tmp, path in pairs:
+        if path in last:  # written twice: the last write wins
+            last[path][0].unlink(missing_ok=True)
+        last[path] = (tmp, path)
+    pairs = list(last.values())
+    for _, path in pairs:
+        _check_target(path)
+    backups: list[tuple[Path, Path | None]] = []  # (target, hard link to old file)
+    try:
+        for tmp, path in pairs:
+            old = None
+            if path.exists():
+                old = _new_part(path)
+                old.unlink()
+                try:
+                    os.link(path, old)
+                except OSError:  # no hard links on this file system
+                    shutil.copy2(path, old)
+            backups.append((path, old))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, old in reversed(backups):
+            with contextlib.suppress(OSError):
+                if old is not None:
+                    os.replace(old, path)
+                    # a rename onto a hard link of the same file does nothing
+                    old.unlink(missing_ok=True)
+                else:
+                    path.unlink(missing_ok=True)
+        for tmp, _ in pairs:
+            tmp.unlink(missing_ok=True)
+        raise
+    for _, old in backups:
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[None]:
+    """Commit every file written inside the block as one set, or none of them.
+
+    Each writer (:func:`atomic_path`, :func:`write_json`, :func:`write_tsv`
+    and the leadfield and surface writers built on them) writes to its
+    temporary; at the end of the block all temporaries are renamed onto their
+    targets. If a write or a rename fails, the temporaries are removed and
+    the files of the previous run are put back, so a set is never a mix of
+    two runs. Stale temporaries of killed runs in the folders written are
+    removed first.
+    """
+    outer = _GROUP.get()
+    if outer is not None:  # nested: part of the outer group
+        yield
+        return
+    pairs: list[tuple[Path, Path]] = []
+    token = _GROUP.set(pairs)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pairs:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _GROUP.reset(token)
+    for folder in dict.fromkeys(path.parent for _, path in pairs):
+        clean_stale_parts(folder)
+    _commit(pairs)
+
+
+def pending(path: str | os.PathLike) -> Path:
+    """Where the content of ``path`` is now: its temporary inside an
+    :func:`atomic_group` not yet committed, else ``path`` itself."""
+    path = Path(path)
+    for tmp, target in reversed(_GROUP.get() or []):
+        if target == path:
+            return tmp
+    return path
+
+
+def check_free_space(folder: str | os.PathLike, n_bytes: int, what: str) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``what`` when ``folder`` has too little room.
+
+    Called before large writes, so that a full disk is reported before any
+    byte is written (HDF5 does not survive running out of space mid-file).
+    """
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if n_bytes > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"Not enough disk space to write {what} in {folder}: it needs about "
+            f"{n_bytes / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free. Free some "
+            "space (or move the dataset) and run again; nothing was written.",
+        )
+
+
+def content_id(*parts: Any) -> str:
+    """A short identifier of a set of files from what they hold (arrays, values).
+
+    Written as ``RunId`` in every sidecar of a set (e.g. the layer surfaces)
+    so that a reader can check that all files come from the same run; equal
+    inputs give equal ids, so a clean rerun stays byte-identical.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            h.update(str((arr.dtype.str, arr.shape)).encode())
+            h.update(arr.tobytes() if arr.dtype.kind != "O" else repr(arr.tolist()).encode())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=_json_default).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 2**22) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fid:
+        while block := fid.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _json_default(obj: Any) -> Any:
@@ -321,6 +579,22 @@ def ensure_derivative_dataset(
 def bids_uri(dataset: str, relpath: str | os.PathLike) -> str:
     """A BIDS URI such as ``bids:raw:sub-01/anat/sub-01_T1w.nii.gz``."""
     return f"bids:{dataset}:{Path(relpath).as_posix()}"
+
+
+def dataset_uri(
+    path: str | os.PathLike, datasets: Mapping[str, str | os.PathLike]
+) -> str | None:
+    """BIDS URI of a file in the first of ``datasets`` (name -> root) holding it.
+
+    ``""`` names the current dataset (``bids::sub-01/...``); None when no
+    dataset holds the file. Paths are compared resolved.
+    """
+    path = Path(path).resolve()
+    for name, root in datasets.items():
+        root = Path(root).resolve()
+        if path.is_relative_to(root):
+            return bids_uri(name, path.relative_to(root))
+    return None
 
 
 def remove_stale(directory: str | os.PathLike, pattern: str, keep: Sequence[Path]) -> list[Path]:

@@ -38,24 +38,19 @@ class CLIError(Exception):
 # ---------------------------------------------------------------- display
 @contextmanager
 def virtual_display(enable: bool = True) -> Iterator[str | None]:
-    """Provide an X display for MBP's 3D coregistration figure when none exists.
+    """Provide a private X display (``Xvfb``) for MNE's Qt 3D figures.
 
-    MBP's forward step renders the sensor alignment with MNE's Qt 3D backend,
-    which needs a display. On a headless machine with ``Xvfb`` installed, a
-    private virtual display is started for the run (child processes, e.g.
-    loky or dask workers, inherit ``DISPLAY``) and stopped afterwards.
+    On Linux without ``DISPLAY``, with ``Xvfb`` on ``PATH``, a private
+    virtual display is started for the run (child processes, e.g. loky or
+    dask workers, inherit ``DISPLAY``) and stopped afterwards. Yields the
+    display name, or None when none was started (see :func:`render_3d` for
+    what happens then).
     """
     if not enable or os.environ.get("DISPLAY") or sys.platform != "linux":
         yield os.environ.get("DISPLAY")
         return
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        print(
-            f"{PROG}: no DISPLAY and no Xvfb found; MBP's forward step needs a "
-            "display for its 3D coregistration figure. Install xvfb "
-            "(apt-get install xvfb) or run under xvfb-run.",
-            file=sys.stderr,
-        )
         yield None
         return
     proc = None
@@ -95,6 +90,80 @@ def virtual_display(enable: bool = True) -> Iterator[str | None]:
             proc.kill()
 
 
+@contextmanager
+def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[object]:
+    """Decide once how 3D report figures are drawn in this run, and set it up.
+
+    Tries, each with a tiny render in a subprocess (a crashing GL driver
+    cannot end the run): the user's ``DISPLAY``; a private ``Xvfb`` (when
+    ``need_mne_3d``, i.e. MBP's forward/inverse steps are requested, and
+    ``allow_xvfb``); offscreen VTK (EGL, then OSMesa); else 2D matplotlib
+    figures. ``MNE_LAMINAR_3D`` forces a path. Prints one line saying which
+    path is taken and yields the :class:`~mne_laminar_plugin.report._render.RenderPath`;
+    the environment carries it to MBP's worker processes.
+    """
+    from contextlib import ExitStack
+
+    from .report._render import RenderPath, probe, probe_offscreen, requested_path, use_path
+
+    forced = requested_path()
+    mode = "qt" if need_mne_3d else "vtk"
+    notes: list[str] = []
+    path = RenderPath("2d", reason="MNE_LAMINAR_3D=2d") if forced == "2d" else None
+    with ExitStack() as stack:
+        display = os.environ.get("DISPLAY")
+        if path is None and display and forced in ("auto", "display"):
+            ok, info = probe(mode)
+            if ok:
+                path = RenderPath("display")
+            else:
+                notes.append(f"DISPLAY={display}: {info}")
+        if path is None and need_mne_3d and not display and forced in ("auto", "xvfb"):
+            if not allow_xvfb:
+                notes.append("no X display (--no-xvfb)")
+            elif shutil.which("Xvfb") is None or sys.platform != "linux":
+                notes.append("no X display and no Xvfb on PATH")
+            else:
+                xvfb = ExitStack()
+                if xvfb.enter_context(virtual_display()) is None:
+                    notes.append("Xvfb did not start")
+                else:
+                    ok, info = probe("qt")
+                    if ok:
+                        path = RenderPath("xvfb")
+                        stack.enter_context(xvfb)
+                    else:
+                        notes.append(f"Xvfb: {info}")
+                if path is None:
+                    xvfb.close()
+        if path is None and forced in ("auto", "offscreen"):
+            if not need_mne_3d and not notes:
+                notes.append("no MBP 3D step requested")
+            path, errors = probe_offscreen()
+            if path is not None:
+                path = RenderPath(path.kind, reason="; ".join(notes), detail=path.detail)
+            notes += errors
+        if path is None:
+            if forced not in ("auto", "2d"):
+                notes.insert(0, f"MNE_LAMINAR_3D={forced} does not work here")
+            path = RenderPath("2d", reason="; ".join(notes) or "no OpenGL")
+        print(f"{PROG}: {path.describe()}", flush=True)
+        with use_path(path):
+            yield path
+
+
+def _needs_mne_3d(mbp_args: Sequence[str]) -> bool:
+    """Whether the requested MBP steps include ones drawing with MNE's 3D backend."""
+    steps = "all"
+    for i, arg in enumerate(mbp_args):
+        if arg == "--steps" and i + 1 < len(mbp_args):
+            steps = mbp_args[i + 1]
+        elif arg.startswith("--steps="):
+            steps = arg.split("=", 1)[1]
+    items = [item.strip() for item in steps.split(",")]
+    return any(item in ("all", "source") or item.startswith("source/") for item in items)
+
+
 # ------------------------------------------------------------ subcommands
 def cmd_run(args: argparse.Namespace) -> int:
     """Run MBP with every installed plugin."""
@@ -108,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _check_run_args(mbp_args)
     host = PluginHost()
-    with virtual_display(not args.no_xvfb):
+    with render_3d(allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args)):
         try:
             run_mbp(mbp_args, host=host)
         except SystemExit as exc:  # MBP's own argparse or on_error="abort"
@@ -236,9 +305,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.subjects < 1:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
-    demo = make_demo_dataset(
-        root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite
-    )
+    try:
+        demo = make_demo_dataset(
+            root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+            system=args.system, progress=True,
+        )
+    except FileExistsError as exc:  # the folder holds something else: nothing deleted
+        raise CLIError(str(exc)) from None
     print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
     print(f"MBP config: {demo.config_path}")
     if args.no_run:
@@ -290,6 +363,8 @@ def cmd_sys_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    from ._conventions import MEG_SYSTEMS
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -304,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--no-xvfb",
         action="store_true",
-        help="do not start a virtual X display when none is set",
+        help="do not start a private Xvfb when no display is set (3D figures are "
+        "then drawn offscreen, or as 2D projections)",
     )
     p_run.add_argument("mbp_args", nargs=argparse.REMAINDER)
     p_run.set_defaults(func=cmd_run)
@@ -325,12 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write the demo (default: ./mne-laminar-demo)")
     p_demo.add_argument("--subjects", type=int, default=1, help="number of subjects")
     p_demo.add_argument("--seed", type=int, default=42, help="random seed")
+    p_demo.add_argument("--system", default="vectorview",
+                        choices=MEG_SYSTEMS,
+                        help="MEG array: Vectorview-like 306 channels, CTF-275 (axial "
+                        "gradiometers, references, grade-3 compensation) or on-scalp OPM")
     p_demo.add_argument("--no-run", action="store_true", help="only write the data")
     p_demo.add_argument("--n_jobs", type=int, default=None, help="MBP n_jobs")
     p_demo.add_argument("--overwrite", action="store_true",
-                        help="rebuild the data even if the folder holds a demo")
+                        help="delete and rebuild DIRECTORY/bids and DIRECTORY/demo_config.py "
+                        "whatever the folder holds (without it: only an empty folder "
+                        "or a demo made with the same settings)")
     p_demo.add_argument("--no-xvfb", action="store_true",
-                        help="do not start a virtual X display when none is set")
+                        help="do not start a private Xvfb when no display is set")
     p_demo.set_defaults(func=cmd_demo)
 
     p_sys = sub.add_parser("sys-info", help="print versions of everything that matters")

@@ -10,7 +10,7 @@ never download anything:
   gradiometers each, Vectorview coil types) spread over MNE's bundled
   ``306m`` helmet, in a plausible device-to-head position;
 - data: an evoked response from a known cortical patch at a known depth
-  (forward model: the subject's single-layer BEM) plus coloured sensor noise,
+  (forward model: the subject's single-layer ico-3 BEM) plus coloured sensor noise,
   written with mne-bids, with a T1w image and landmarks so that MBP computes
   the head-MRI transform itself.
 
@@ -20,15 +20,31 @@ the noise; everything is deterministic given the seed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._demo_sensors import (
+    MEG_SYSTEMS,
+    _mne_data,
+    fit_sphere,
+    head_in_array,
+    make_ctf275_info,
+    make_info_from_sensors,
+    make_opm_info,
+    place_on_helmet,
+    tangent_frame,
+)
+
 DATA_ENV = "MNE_LAMINAR_DATA"
+#: Stamp file of a demo folder: the settings it was made with, and whether complete.
+STAMP_NAME = ".mne-laminar-demo.json"
 TASK = "demo"
 CONDITION = "stim"
 ROI_NAME = "demo_roi"
@@ -37,6 +53,12 @@ N_TRIALS = 60
 #: where the simulated source sits: depth fraction from white (1 = pial)
 SOURCE_DEPTH = 0.75
 SOURCE_TARGET_MM = np.array([-45.0, -22.0, 48.0])  # left central region, fsaverage
+#: the second condition: a source on ONE layer of ONE column, as compare_layers' MSP patch
+LAYER_CONDITION = "layer"
+LAYER_SOURCE = dict(layer=8, n_layers=11, spacing="oct5", fwhm_mm=5.0)  # layer 0 = pial
+#: its moment relative to the "stim" source: adjacent layers (0.25 mm apart) need SNR
+LAYER_AMPLITUDE_FACTOR = 3.0
+COLUMN_ROI_NAME = "demo_column"
 
 
 def get_data_path(path: str | os.PathLike | None = None) -> Path:
@@ -86,12 +108,6 @@ def _nilearn_fsaverage5() -> Path:
             "install nilearn>=0.10 (it ships them)."
         )
     return path
-
-
-def _mne_data() -> Path:
-    import mne
-
-    return Path(mne.__file__).parent / "data"
 
 
 def config_template() -> str:
@@ -189,15 +205,24 @@ def _write_fs_subject(subjects_dir: Path, subject: str, scale: float) -> dict:
     return geom
 
 
+#: voxel size (mm) and shape of the demo's T1: FreeSurfer's LIA orientation and
+#: 256 mm field of view, at 2 mm (a quick demo: 8 times fewer voxels than a
+#: conformed 1 mm volume to build, and half the slices in MBP's BEM figure)
+T1_VOXEL_MM = 2.0
+T1_SHAPE = (128, 128, 128)
+
+
 def _t1_affine() -> np.ndarray:
-    """FreeSurfer conformed (LIA, 1 mm, 256^3) vox2ras with c_ras = 0."""
-    return np.array(
-        [[-1.0, 0, 0, 128], [0, 0, 1, -128], [0, -1, 0, 128], [0, 0, 0, 1]]
-    )
+    """LIA vox2ras of the demo T1 with c_ras = 0 (equal to its vox2ras_tkr)."""
+    d, half = T1_VOXEL_MM, T1_VOXEL_MM * T1_SHAPE[0] / 2
+    return np.array([[-d, 0, 0, half], [0, 0, d, -half], [0, -d, 0, half], [0, 0, 0, 1]])
 
 
 def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarray:
-    """Voxels inside a closed surface: rasterise its triangles, fill the shell."""
+    """Voxels inside a closed surface: rasterise its triangles, fill the shell.
+
+    The fill runs on the surface's bounding box only (plus one voxel).
+    """
     from scipy import ndimage
 
     inv = np.linalg.inv(_t1_affine())
@@ -207,16 +232,23 @@ def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarr
         np.linalg.norm(v2 - v0, axis=1).max(),
         np.linalg.norm(v2 - v1, axis=1).max(),
     )
-    n = int(np.ceil(edge / 0.4)) + 1
+    n = int(np.ceil(edge / (0.4 * T1_VOXEL_MM))) + 1
     i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     keep = i + j <= n
     a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
     pts = (v0 + a * (v1 - v0) + b * (v2 - v0)).reshape(-1, 3)
     vox = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-    ok = np.all((vox >= 0) & (vox < np.array(shape)), axis=1)
-    shell = np.zeros(shape, bool)
-    shell[tuple(vox[ok].T)] = True
-    return ndimage.binary_fill_holes(shell)
+    vox = vox[np.all((vox >= 0) & (vox < np.array(shape)), axis=1)]
+    out = np.zeros(shape, bool)
+    if not len(vox):
+        return out
+    lo = np.maximum(vox.min(0) - 1, 0)
+    hi = np.minimum(vox.max(0) + 2, shape)
+    shell = np.zeros(tuple(hi - lo), bool)
+    shell[tuple((vox - lo).T)] = True
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = ndimage.binary_fill_holes(shell)
+    return out
 
 
 def _write_t1(fname: Path, geom: dict) -> None:
@@ -224,7 +256,7 @@ def _write_t1(fname: Path, geom: dict) -> None:
     import nibabel as nib
     from scipy import ndimage
 
-    shape = (256, 256, 256)
+    shape = T1_SHAPE
     img = np.zeros(shape, np.float32)
     img[_fill_surface(*geom["head"], shape)] = 60.0  # scalp and skull
     img[_fill_surface(*geom["inner_skull"], shape)] = 25.0  # CSF
@@ -252,14 +284,6 @@ def _farthest_points(rr: np.ndarray, n: int) -> np.ndarray:
     return np.array(idx)
 
 
-def _fit_sphere(rr: np.ndarray) -> tuple[np.ndarray, float]:
-    # linear least squares: |x|^2 = 2 c.x + (r^2 - |c|^2)
-    A = np.c_[2 * rr, np.ones(len(rr))]
-    sol = np.linalg.lstsq(A, (rr**2).sum(1), rcond=None)[0]
-    center = sol[:3]
-    return center, float(np.sqrt(sol[3] + center @ center))
-
-
 def _vectorview_positions(helmet: dict, center: np.ndarray):
     """Vectorview channel names and sensor positions on the helmet surface.
 
@@ -278,29 +302,7 @@ def _vectorview_positions(helmet: dict, center: np.ndarray):
     bases = sorted(groups)
     names = [(f"{b}1", f"{b}2", f"{b}3") for b in bases]
     lay_xy = np.array([groups[b]["1"] for b in bases])
-    # densify the helmet (barycentric samples, interpolated normals)
-    rr, nn, tris = helmet["rr"], helmet["nn"], helmet["tris"]
-    n = 8
-    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    keep = i + j <= n
-    a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
-    pts = (rr[tris[:, 0]] + a * (rr[tris[:, 1]] - rr[tris[:, 0]])
-           + b * (rr[tris[:, 2]] - rr[tris[:, 0]])).reshape(-1, 3)
-    nrm = ((1 - a - b) * nn[tris[:, 0]] + a * nn[tris[:, 1]] + b * nn[tris[:, 2]]).reshape(-1, 3)
-    d = pts - center
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    theta = np.arccos(np.clip(d[:, 2], -1, 1))
-    phi = np.arctan2(d[:, 1], d[:, 0])
-    proj = theta[:, None] * np.c_[np.cos(phi), np.sin(phi)]
-    # layout -> same frame: centre, then scale to the helmet's extent
-    lay_c = lay_xy - (lay_xy.max(0) + lay_xy.min(0)) / 2.0
-    top = theta < np.percentile(theta, 85)
-    scale = np.percentile(np.abs(proj[top]), 98, axis=0) / np.abs(lay_c).max(0)
-    target = lay_c * scale
-    idx = np.argmin(((proj[:, None, :] - target[None]) ** 2).sum(-1), axis=0)
-    pos = pts[idx]
-    ez = nrm[idx] * np.sign(np.sum(nrm[idx] * (pos - center), axis=1))[:, None]
-    ez /= np.linalg.norm(ez, axis=1, keepdims=True)
+    pos, ez = place_on_helmet(helmet, center, lay_xy)
     return names, pos, ez
 
 
@@ -308,9 +310,10 @@ def make_meg_info(
     head_rr_head: np.ndarray | None = None,
     *,
     sfreq: float = SFREQ,
-    min_gap: float = 0.018,
+    min_gap: float | None = None,
+    system: str = "vectorview",
 ):
-    """A 306-channel Vectorview-like MEG ``Info``: sensors on MNE's 306m helmet.
+    """The demo's MEG ``Info``: Vectorview-like, CTF-275 or on-scalp OPM.
 
     Parameters
     ----------
@@ -320,54 +323,38 @@ def make_meg_info(
         ``min_gap`` from the scalp. None: MNE's fsaverage head.
     sfreq : float
         Sampling frequency.
-    min_gap : float
-        Smallest sensor-to-scalp distance (m).
+    min_gap : float | None
+        Smallest sensor-to-scalp distance (m); None: 18 mm (Vectorview),
+        20 mm (CTF), 6 mm (OPM).
+    system : "vectorview" | "ctf275" | "opm"
+        The sensor array (see :mod:`mne_laminar_plugin._demo_sensors`).
 
     Returns
     -------
     info : mne.Info
-        With ``dev_head_t`` set, channel locations in device coordinates,
-        coil types 3024 (magnetometer) and 3012 (planar gradiometer), and a
-        ``STI 014`` stim channel.
+        With ``dev_head_t`` set, channel locations in device coordinates and
+        a ``STI 014`` stim channel. Vectorview: coil types 3024
+        (magnetometer) and 3012 (planar gradiometer); CTF-275: axial
+        gradiometers (5001), 9 reference channels, grade-3 compensation in
+        effect; OPM: radial and tangential magnetometers (8201).
     """
-    import mne
     from mne.io.constants import FIFF
-    from scipy.spatial import cKDTree
+    from mne.utils import _check_option
+
+    _check_option("system", system, MEG_SYSTEMS)
+    if system == "ctf275":
+        return make_ctf275_info(head_rr_head, sfreq=sfreq, min_gap=min_gap or 0.02)
+    if system == "opm":
+        return make_opm_info(head_rr_head, sfreq=sfreq, min_gap=min_gap or 0.006)
+    import mne
 
     helmet = mne.read_bem_surfaces(_mne_data() / "helmets" / "306m.fif.gz", verbose="error")[0]
-    center_d, _ = _fit_sphere(helmet["rr"])
+    center_d, _ = fit_sphere(helmet["rr"])
     names, pos, ez = _vectorview_positions(helmet, center_d)
-    n_locations = len(pos)
-    ref = np.where(np.abs(ez[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
-    ex = np.cross(ref, ez)
-    ex /= np.linalg.norm(ex, axis=1, keepdims=True)
-    ey = np.cross(ez, ex)
-
-    if head_rr_head is None:
-        head = mne.read_bem_surfaces(
-            _mne_data() / "fsaverage" / "fsaverage-head.fif", verbose="error"
-        )[0]
-        trans = mne.read_trans(_mne_data() / "fsaverage" / "fsaverage-trans.fif")
-        head_rr_head = mne.transforms.apply_trans(
-            np.linalg.inv(trans["trans"]), head["rr"]
-        )
-    top = head_rr_head[head_rr_head[:, 2] > np.percentile(head_rr_head[:, 2], 40)]
-    center_h, _ = _fit_sphere(top)
-    tree = cKDTree(head_rr_head)
-    # device -> head: translate the helmet centre onto the scalp's, then move
-    # the head down into the helmet until the closest sensor is min_gap away
-    best = None
-    for dz in np.arange(0.0, 0.08, 0.001):
-        t = center_h - center_d + np.array([0.0, 0.0, dz])
-        dist = tree.query(pos + t)[0].min()
-        best = t
-        if dist >= min_gap:
-            break
-    dev_head_t = np.eye(4)
-    dev_head_t[:3, 3] = best
-
-    ch_names, types, locs, coils = [], [], [], []
-    for k in range(n_locations):
+    ex, ey = tangent_frame(ez)
+    dev_head_t = head_in_array(pos, center_d, head_rr_head, min_gap or 0.018)
+    ch_names, kinds, locs, coils = [], [], [], []
+    for k in range(len(pos)):
         mag, grad1, grad2 = names[k]
         for name, kind, exk, eyk in (
             (mag, "mag", ex[k], ey[k]),
@@ -375,20 +362,12 @@ def make_meg_info(
             (grad2, "grad", ey[k], -ex[k]),
         ):
             ch_names.append(name)
-            types.append(kind)
+            kinds.append(kind)
             locs.append(np.r_[pos[k], exk, eyk, ez[k]])
             coils.append(
                 FIFF.FIFFV_COIL_VV_MAG_T3 if kind == "mag" else FIFF.FIFFV_COIL_VV_PLANAR_T1
             )
-    info = mne.create_info(ch_names + ["STI 014"], sfreq, types + ["stim"])
-    with info._unlock():
-        for ch, loc, coil in zip(info["chs"], locs, coils):
-            ch["loc"][:] = loc
-            ch["coil_type"] = coil
-            ch["coord_frame"] = FIFF.FIFFV_COORD_DEVICE
-        info["dev_head_t"] = mne.transforms.Transform("meg", "head", dev_head_t)
-        info["line_freq"] = 50.0
-    return info
+    return make_info_from_sensors(ch_names, kinds, locs, coils, dev_head_t, sfreq)
 
 
 # ------------------------------------------------------------ simulation
@@ -421,7 +400,7 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     n_times_trial = int(SFREQ * 1.2)
     onsets = (np.arange(N_TRIALS) * n_times_trial + int(SFREQ) + rng.integers(0, 25, N_TRIALS))
     n_times = onsets[-1] + n_times_trial + int(SFREQ)
-    meg_picks = mne.pick_types(info, meg=True)
+    meg_picks = mne.pick_types(info, meg=True, ref_meg=False)  # the forward's rows
     data = np.zeros((len(info["ch_names"]), n_times))
     times = np.arange(int(0.6 * SFREQ)) / SFREQ
     wave = _waveform(times, amplitude)
@@ -439,6 +418,69 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     return raw, events
 
 
+def _layer_condition(raw, events, info, trans, bem, geom, vertex, subjects_dir,
+                     fs_subject, amplitude, rng, seed):
+    """Append the trials of :data:`LAYER_CONDITION` (event 2) to ``raw``.
+
+    The source is the model of ``compare_layers`` (MSP) on one layer: the
+    Gaussian geodesic patch (FWHM 5 mm, the inverse's own kernel) centred on
+    the oct5 column nearest to ``vertex`` on layer ``LAYER_SOURCE["layer"]``
+    of the 11 equidistant layers, each source along its column's link vector.
+    Writes ``label/lh.demo_column.label`` (that column only, as an ROI for the
+    prior) and returns ``raw, events, truth``.
+    """
+    import mne
+
+    from .inverse._patches import mesh_edges, patch_kernel
+    from .surfaces import LaminarSurfaces
+
+    layer, fwhm = LAYER_SOURCE["layer"], LAYER_SOURCE["fwhm_mm"]
+    surf = LaminarSurfaces.from_freesurfer(
+        fs_subject, subjects_dir, n_layers=LAYER_SOURCE["n_layers"],
+        spacing=LAYER_SOURCE["spacing"], verbose=False,
+    )  # fmt: skip
+    lh = np.flatnonzero((surf.hemi == "lh") & (surf.thickness() > 2.0))
+    near = np.linalg.norm(surf.layers[0, lh] * 1e3 - geom["lh"]["pial"][vertex], axis=1)
+    col = int(lh[np.argmin(near)])
+    edges = mesh_edges(surf.combined_tris(), surf.n_columns)
+    K = patch_kernel(surf.layers[layer] * 1e3, edges, fwhm, [col]).tocoo()
+    src = mne.setup_volume_source_space(
+        subject=None, pos=dict(rr=surf.layers[layer, K.col],
+                               nn=surf.layer_orientations(layer)[K.col]), verbose="error",
+    )  # fmt: skip
+    fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
+    fwd = mne.convert_forward_solution(fwd, force_fixed=True, surf_ori=True)
+    # _simulate_raw splits the moment evenly: weight the sources by the kernel
+    gain = fwd["sol"]["data"] * (K.data * len(K.data))
+    raw2, events2 = _simulate_raw(info, gain, amplitude, rng, seed)
+    events2[:, 0] += len(raw.times)
+    events2[:, 2] = 2
+    raw = mne.concatenate_raws([raw, raw2])
+    raw.set_annotations(None)  # no boundary: no epoch spans the junction
+    # the ROI of the prior: this column's vertex and full-resolution neighbours,
+    # no other oct5 column
+    g = geom["lh"]
+    v = int(surf.vertno[col])
+    others = np.setdiff1d(surf.vertno[surf.hemi == "lh"], [v])
+    verts = np.flatnonzero(np.linalg.norm(g["white"] - g["white"][v], axis=1) < 3.0)
+    verts = np.setdiff1d(verts[~g["medial"][verts]], others)
+    label_fname = subjects_dir / fs_subject / "label" / f"lh.{COLUMN_ROI_NAME}.label"
+    mne.write_label(label_fname, mne.Label(
+        verts, g["white"][verts] / 1000.0, hemi="lh", subject=fs_subject,
+        comment="demo: the column of the single-layer source"))  # fmt: skip
+    truth = dict(
+        condition=LAYER_CONDITION, event_id=2, hemi="lh", vertex=v, column=col,
+        layer=layer, n_layers=surf.n_layers,
+        depth_fraction_from_white=float(surf.fractions[layer]),
+        spacing=LAYER_SOURCE["spacing"], patch_fwhm_mm=fwhm,
+        patch="compare_layers' MSP patch: Gaussian over geodesic distance on the layer",
+        orientation="link_vector (pial->white), each column's own",
+        amplitude_nAm=amplitude * 1e9, peak_latency_s=0.1,
+        roi_label=str(label_fname.relative_to(subjects_dir / fs_subject)),
+    )  # fmt: skip
+    return raw, np.concatenate([events, events2]), truth
+
+
 # ------------------------------------------------------------------ main
 def make_demo_dataset(
     root: str | os.PathLike,
@@ -446,7 +488,9 @@ def make_demo_dataset(
     n_subjects: int = 1,
     seed: int = 42,
     overwrite: bool = False,
+    system: str = "vectorview",
     verbose: str | None = "error",
+    progress: bool = False,
 ) -> DemoDataset:
     """Write the offline demo dataset and its MBP config.
 
@@ -460,9 +504,18 @@ def make_demo_dataset(
     seed : int
         Random seed; the dataset is deterministic given it.
     overwrite : bool
-        Rebuild even if ``root`` already holds a complete demo.
+        Rebuild (delete ``root/bids`` and replace ``root/demo_config.py``)
+        whatever ``root`` holds. Without it, ``root`` must be empty (or not
+        exist) or hold a demo this package made with the same settings (the
+        stamp file ``root/.mne-laminar-demo.json``); anything else raises
+        :class:`FileExistsError` and nothing is deleted.
+    system : "vectorview" | "ctf275" | "opm"
+        The MEG array (:func:`make_meg_info`): 306 Vectorview-like channels,
+        CTF-275 with references and grade-3 compensation, or on-scalp OPMs.
     verbose : str | None
         MNE log level while writing.
+    progress : bool
+        Print one line per stage of each subject (``mne-laminar demo`` does).
 
     Returns
     -------
@@ -487,15 +540,29 @@ def make_demo_dataset(
         config_path=config_path,
         subjects=subjects,
     )
-    stamp = dict(n_subjects=n_subjects, seed=seed, version=2)
-    if not overwrite and truth_path.is_file() and config_path.is_file():
-        have = json.loads(truth_path.read_text())
-        if have.get("stamp") == stamp:
-            demo.truth = have["subjects"]
-            return demo
+    from mne.utils import _check_option
+
+    _check_option("system", system, MEG_SYSTEMS)
+    stamp = dict(n_subjects=n_subjects, seed=seed, version=3)
+    if system != "vectorview":  # (Vectorview stamps stay as they were)
+        stamp["system"] = system
+    have_stamp = _read_stamp(root)
+    if have_stamp is None and truth_path.is_file():  # demos made before the stamp file
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            old = json.loads(truth_path.read_text()).get("stamp")
+            if isinstance(old, dict):
+                have_stamp = dict(old, complete=config_path.is_file())
+    if not overwrite and have_stamp == dict(stamp, complete=True):
+        if truth_path.is_file() and config_path.is_file():
+            with contextlib.suppress(ValueError, KeyError):
+                demo.truth = json.loads(truth_path.read_text())["subjects"]
+                return demo
+    if not overwrite:
+        _check_demo_root(root, stamp, have_stamp)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_stamp(root, dict(stamp, complete=False))
     if bids_root.exists():
         shutil.rmtree(bids_root)
-    root.mkdir(parents=True, exist_ok=True)
     truth: dict = {}
     with mne.utils.use_log_level(verbose):
         make_dataset_description(
@@ -506,11 +573,19 @@ def make_demo_dataset(
             overwrite=True,
         )
         rng_master = np.random.default_rng(seed)
+        t_start = time.perf_counter()
+
+        def _say(msg: str) -> None:
+            if progress:
+                print(f"[{time.perf_counter() - t_start:5.1f} s] {msg}", flush=True)
+
+        _say(f"Building the demo dataset ({n_subjects} subject(s)) in {root}")
         for subject in subjects:
             sub_seed = int(rng_master.integers(0, 2**31 - 1))
             rng = np.random.default_rng(sub_seed)
             fs_subject = f"sub-{subject}"
             scale = float(rng.uniform(0.96, 1.04))
+            _say(f"sub-{subject}: FreeSurfer subject (surfaces, BEM surfaces, T1)")
             geom = _write_fs_subject(subjects_dir, fs_subject, scale)
             src_info = _choose_source(geom, rng)
             label_fname = subjects_dir / fs_subject / "label" / f"lh.{ROI_NAME}.label"
@@ -529,7 +604,7 @@ def make_demo_dataset(
             )
             trans = mne.transforms.Transform("head", "mri", np.linalg.inv(mri_head))
             head_rr = mne.transforms.apply_trans(mri_head, geom["head"][0] / 1000.0)
-            info = make_meg_info(head_rr)
+            info = make_meg_info(head_rr, system=system)
             hsp = head_rr[_farthest_points(head_rr, 120)]
             hsp = hsp[hsp[:, 2] > -0.01]
             montage = mne.channels.make_dig_montage(
@@ -551,7 +626,10 @@ def make_demo_dataset(
             src = mne.setup_volume_source_space(
                 subject=None, pos=dict(rr=rr, nn=nn), verbose="error"
             )
-            model = mne.make_bem_model(fs_subject, ico=4, conductivity=(0.3,),
+            # ico-3 (1280 triangles): a different (coarser) BEM than MBP's ico-4
+            # one, so that the demo's inverse does not use the simulation's model
+            _say(f"sub-{subject}: forward model of the source patch (1-layer ico-3 BEM)")
+            model = mne.make_bem_model(fs_subject, ico=3, conductivity=(0.3,),
                                        subjects_dir=subjects_dir)
             bem = mne.make_bem_solution(model)
             fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
@@ -559,11 +637,16 @@ def make_demo_dataset(
             gain = fwd["sol"]["data"]
             amplitude = float(rng.uniform(60e-9, 80e-9))
             raw, events = _simulate_raw(info, gain, amplitude, rng, sub_seed % (2**31))
+            raw, events, layer_truth = _layer_condition(
+                raw, events, info, trans, bem, geom, src_info["vertex"], subjects_dir,
+                fs_subject, amplitude * LAYER_AMPLITUDE_FACTOR, rng, (sub_seed + 1) % (2**31),
+            )  # fmt: skip
             raw.set_meas_date(None)
 
             bids_path = BIDSPath(subject=subject, task=TASK, datatype="meg", root=bids_root)
+            _say(f"sub-{subject}: writing {N_TRIALS} simulated trials as BIDS (MEG, T1w)")
             write_raw_bids(
-                raw, bids_path, events=events, event_id={CONDITION: 1},
+                raw, bids_path, events=events, event_id={CONDITION: 1, LAYER_CONDITION: 2},
                 format="FIF", allow_preload=True, overwrite=True,
             )
             landmarks = mne.channels.make_dig_montage(
@@ -581,21 +664,76 @@ def make_demo_dataset(
                 patch_vertices=[int(v) for v in patch],
                 depth_fraction_from_white=depth,
                 orientation="link_vector (pial->white)",
+                meg_system=system,
                 amplitude_nAm=amplitude * 1e9,
                 peak_latency_s=0.1,
                 anatomy_scale=scale,
                 roi_label=str(label_fname.relative_to(subjects_dir / fs_subject)),
+                layer_source=layer_truth,
             )
     truth_path.parent.mkdir(parents=True, exist_ok=True)
     truth_path.write_text(json.dumps({"stamp": stamp, "subjects": truth}, indent=2))
     (bids_root / "README").write_text(
         "Offline demo dataset of mne-laminar-plugin: a simulated MEG evoked "
-        "response from a known cortical patch (see sourcedata/demo_truth.json), "
+        "response from a known cortical patch (condition 'stim'), and a condition "
+        "'layer' whose source sits on ONE layer of ONE column: layer 8 of 11 "
+        "(0 = pial, 10 = white; depth fraction 0.2 from white), the model patch of "
+        "laminar/model_comparison (FWHM 5 mm) at the column of the ROI "
+        "label/lh.demo_column.label (see sourcedata/demo_truth.json), "
         "with a FreeSurfer-style subject built from fsaverage5 surfaces in "
         "derivatives/freesurfer/subjects.\n"
     )
     ignore = bids_root / ".bidsignore"
     ignore.write_text("sourcedata/\n")
     config_path.write_text(config_template(), encoding="utf-8")
+    _write_stamp(root, dict(stamp, complete=True))
     demo.truth = truth
     return demo
+
+
+def _read_stamp(root: Path) -> dict | None:
+    try:
+        have = json.loads((root / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return have if isinstance(have, dict) else None
+
+
+def _write_stamp(root: Path, stamp: dict) -> None:
+    from .bids import write_json
+
+    write_json(root / STAMP_NAME, stamp)
+
+
+def _check_demo_root(root: Path, stamp: dict, have: dict | None) -> None:
+    """Refuse to delete or replace anything in ``root`` that is not our demo.
+
+    ``root`` may be missing or empty, or hold a demo made with the same
+    settings (complete or interrupted).
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder; choose another folder.")
+    if have is not None and {k: have.get(k) for k in stamp} == stamp:
+        return  # our own demo with these settings (possibly interrupted)
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    shown = ", ".join(entries[:10]) + (" ..." if len(entries) > 10 else "")
+    if have is not None:
+        why = (
+            f"it holds a demo made with other settings (n_subjects="
+            f"{have.get('n_subjects')}, seed={have.get('seed')}; asked: "
+            f"n_subjects={stamp['n_subjects']}, seed={stamp['seed']}), whose "
+            "bids/ folder (with its derivatives) would be deleted"
+        )
+    else:
+        why = (
+            "it is not empty and is not a demo made by mne-laminar (no "
+            f"{STAMP_NAME}); bids/ would be deleted and demo_config.py replaced"
+        )
+    raise FileExistsError(
+        f"Refusing to write the demo in {root}: {why}. It holds: {shown}. Choose an "
+        "empty or new folder, or pass --overwrite (overwrite=True) to replace it."
+    )

@@ -77,16 +77,11 @@ def vertex_areas(rr, tris):
 
 
 # ----------------------------------------------------- point-to-surface tests
-def _point_segment_dist2(p, u, v):
-    d = v - u
-    t = np.einsum("ij,ij->i", p - u, d) / np.maximum(np.einsum("ij,ij->i", d, d), 1e-300)
-    t = np.clip(t, 0.0, 1.0)
-    diff = p - (u + t[:, None] * d)
-    return np.einsum("ij,ij->i", diff, diff)
-
-
 def point_triangle_distance(p, a, b, c):
     """Exact distance from points to triangles (paired row by row).
+
+    The same Voronoi-region construction as :func:`closest_points_on_mesh`
+    (``_closest_params``), one triangle per point.
 
     Parameters
     ----------
@@ -97,36 +92,22 @@ def point_triangle_distance(p, a, b, c):
     -------
     dist : ndarray, shape (n,)
     """
+    p, a, b, c = (np.asarray(x, float) for x in (p, a, b, c))
     ab, ac = b - a, c - a
-    n = np.cross(ab, ac)
-    nn2 = np.einsum("ij,ij->i", n, n)
     ap = p - a
-    # barycentric coordinates of the projection of p on the triangle's plane
-    d00 = np.einsum("ij,ij->i", ab, ab)
-    d01 = np.einsum("ij,ij->i", ab, ac)
-    d11 = np.einsum("ij,ij->i", ac, ac)
-    d20 = np.einsum("ij,ij->i", ap, ab)
-    d21 = np.einsum("ij,ij->i", ap, ac)
-    denom = np.where(nn2 > 0, d00 * d11 - d01 * d01, 1.0)
-    v = (d11 * d20 - d01 * d21) / denom
-    w = (d00 * d21 - d01 * d20) / denom
-    inside = (nn2 > 0) & (v >= 0) & (w >= 0) & (v + w <= 1)
-    plane2 = np.einsum("ij,ij->i", ap, n) ** 2 / np.where(nn2 > 0, nn2, 1.0)
-    edge2 = np.minimum(
-        np.minimum(_point_segment_dist2(p, a, b), _point_segment_dist2(p, b, c)),
-        _point_segment_dist2(p, c, a),
-    )
-    return np.sqrt(np.where(inside, plane2, edge2))
+    s, t, _ = _closest_params(ap, ab, ac, _rowdot(ab, ab), _rowdot(ab, ac), _rowdot(ac, ac))
+    diff = ap - s[:, np.newaxis] * ab - t[:, np.newaxis] * ac  # no cancellation
+    return np.sqrt(_rowdot(diff, diff))
 
 
-def surface_distance_below(points, surf, limit, *, chunk=200_000):
+def surface_distance_below(points, surf, limit):
     """Which points are closer than ``limit`` (m) to a triangulated surface.
 
     Exact (point to triangle). A KD-tree on the vertices gives the nearest
     vertex distance ``d_v``; since a triangle lies inside the ball of radius
     ``L`` (its longest edge) around each of its corners, the true distance is
-    at least ``d_v - L`` and only points with ``d_v - L < limit`` are tested
-    against the triangles having a corner within ``limit + L``.
+    at least ``d_v - L``: only points with ``d_v - L < limit`` go to
+    :func:`closest_points_on_mesh` (the one exact search).
 
     Returns
     -------
@@ -135,7 +116,6 @@ def surface_distance_below(points, surf, limit, *, chunk=200_000):
         The exact distance where tested, else the lower bound ``d_v - L``
         (which is >= limit).
     """
-    from scipy import sparse
     from scipy.spatial import cKDTree
 
     rr, tris = np.asarray(surf["rr"], float), np.asarray(surf["tris"], int)
@@ -148,61 +128,23 @@ def surface_distance_below(points, surf, limit, *, chunk=200_000):
          rr[tris[:, 0]] - rr[tris[:, 2]]]
     )  # fmt: skip
     max_edge = float(np.sqrt((edges**2).sum(1)).max())
-    tree = cKDTree(rr)
-    d_v, _ = tree.query(points)
+    d_v, _ = cKDTree(rr[np.unique(tris)]).query(points)
     dist = d_v - max_edge
     cand = np.flatnonzero(dist < limit)
-    if len(cand) == 0:
-        return close, dist
-    n_tri = len(tris)
-    incidence = sparse.csr_matrix(
-        (np.ones(3 * n_tri, bool), (tris.ravel(), np.repeat(np.arange(n_tri), 3))),
-        shape=(len(rr), n_tri),
-    )
-    # process candidate points in blocks bounded by the number of pairs
-    step = max(1, chunk // 64)
-    for start in range(0, len(cand), step):
-        idx = cand[start : start + step]
-        near = tree.query_ball_point(points[idx], limit + max_edge)
-        lens = np.fromiter((len(n_) for n_ in near), int, len(near))
-        rows = np.repeat(np.arange(len(idx)), lens)
-        cols = np.fromiter((v for n_ in near for v in n_), int, lens.sum())
-        pv = sparse.csr_matrix(
-            (np.ones(len(rows), bool), (rows, cols)), shape=(len(idx), len(rr))
-        )
-        pt = (pv @ incidence).tocoo()
-        pi, ti = pt.row, pt.col
-        dmin = np.full(len(idx), np.inf)
-        if len(pi):
-            d = point_triangle_distance(
-                points[idx[pi]], rr[tris[ti, 0]], rr[tris[ti, 1]], rr[tris[ti, 2]]
-            )
-            np.minimum.at(dmin, pi, d)
-        # points with no triangle within limit + L are farther than limit
-        dmin = np.where(np.isfinite(dmin), dmin, np.maximum(dist[idx], limit))
-        dist[idx] = dmin
-        close[idx] = dmin < limit
+    if len(cand):
+        dist[cand] = closest_points_on_mesh(points[cand], rr, tris, verbose=False)[0]
+        close[cand] = dist[cand] < limit
     return close, dist
 
 
-def _expand_ranges(starts, counts):
-    """Concatenated ``arange(s, s + c)`` for every (s, c), and the owner index."""
-    counts = np.asarray(counts, int)
-    owner = np.repeat(np.arange(len(counts)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + offsets, owner
-
-
-def points_inside_surface(points, surf, *, max_pairs=4_000_000, seed=0):
+def points_inside_surface(points, surf):
     """Exact inside test for a closed triangulated surface (ray crossing count).
 
-    A ray from every point along a random direction (fixed ``seed``, which
-    avoids rays running along edges) crosses the surface; the signed number of
-    crossings (winding number) is non-zero inside. Candidate triangles come
-    from a uniform 2D grid over the projection plane, so the cost is
-    O(n_points * crossings) instead of MNE's O(n_points * n_triangles) solid
-    angles. Edge tests use one canonical edge direction, so a ray through a
-    shared edge counts for exactly one of the two triangles.
+    The surface is oriented outward (by its signed volume), then a +z ray from
+    every point counts signed crossings (the winding number, numba kernel in
+    ``forward/_engine_numba.py``); points whose ray grazes an edge or a vertex,
+    or that lie on the surface, are decided by MNE's solid angles. The same
+    function decides the engine's ``check_inside`` (``forward._inside``).
 
     Parameters
     ----------
@@ -214,87 +156,13 @@ def points_inside_surface(points, surf, *, max_pairs=4_000_000, seed=0):
     -------
     inside : ndarray of bool, shape (n,)
     """
-    from scipy.spatial.transform import Rotation
+    from .forward._inside import points_inside_exact
 
     rr = np.asarray(surf["rr"], float)
-    tris = np.asarray(surf["tris"], int)
-    points = np.asarray(points, float)
-    center = rr.mean(0)
-    rot = Rotation.random(random_state=seed).as_matrix()
-    v = (rr - center) @ rot.T
-    p = (points - center) @ rot.T
-    n_pts = len(p)
-    inside = np.zeros(n_pts, bool)
-    if n_pts == 0:
-        return inside
-    tv = v[tris]  # (n_tri, 3 corners, 3)
-    lo, hi = tv[:, :, :2].min(1), tv[:, :, :2].max(1)
-    h = float(np.median(hi - lo)) or 1e-3
-    origin = v[:, :2].min(0)
-    n_cells = np.floor((v[:, :2].max(0) - origin) / h).astype(int) + 1
-    i0 = np.floor((lo - origin) / h).astype(int)
-    i1 = np.floor((hi - origin) / h).astype(int)
-    wide = i1 - i0 + 1
-    idx, tri_of = _expand_ranges(np.zeros(len(tris), int), wide[:, 0] * wide[:, 1])
-    cx = i0[tri_of, 0] + idx % wide[tri_of, 0]
-    cy = i0[tri_of, 1] + idx // wide[tri_of, 0]
-    cell = cx * n_cells[1] + cy
-    cell_tris = tri_of[np.argsort(cell, kind="stable")]
-    cell_count = np.bincount(cell, minlength=int(np.prod(n_cells)))
-    cell_start = np.cumsum(cell_count) - cell_count
-    ip = np.floor((p[:, :2] - origin) / h).astype(int)
-    cand = np.flatnonzero(((ip >= 0) & (ip < n_cells)).all(1))
-    pcell = ip[cand, 0] * n_cells[1] + ip[cand, 1]
-    counts = cell_count[pcell]
-    # Per triangle and edge, in a canonical direction (lower vertex id first):
-    # start point, direction, and the edge function at the opposite corner.
-    # A point is in the projected triangle when, for every edge, it is on the
-    # side of the opposite corner (ties: when that corner is on the + side).
-    ii = tris[:, [0, 1, 2]]
-    jj = tris[:, [1, 2, 0]]
-    kk = tris[:, [2, 0, 1]]
-    e_lo = v[np.minimum(ii, jj), :2]  # (n_tri, 3, 2)
-    e_dir = v[np.maximum(ii, jj), :2] - e_lo
-    opp = v[kk, :2] - e_lo
-    opp = e_dir[..., 0] * opp[..., 1] - e_dir[..., 1] * opp[..., 0]  # (n_tri, 3)
-    # the triangle's plane z = gx * x + gy * y + g0 (its projection is non-flat)
-    normal = np.cross(tv[:, 1] - tv[:, 0], tv[:, 2] - tv[:, 0])
-    flat = np.abs(normal[:, 2]) <= 1e-12 * np.linalg.norm(normal, axis=1)
-    nz = np.where(flat, 1.0, normal[:, 2])
-    gx, gy = -normal[:, 0] / nz, -normal[:, 1] / nz
-    g0 = tv[:, 0, 2] - gx * tv[:, 0, 0] - gy * tv[:, 0, 1]
-    orient = np.where(flat, 0, np.sign(normal[:, 2])).astype(int)
-    winding = np.zeros(len(cand), int)
-    cum = np.cumsum(counts)
-    start = 0
-    while start < len(cand):
-        base = cum[start - 1] if start else 0
-        stop = int(np.searchsorted(cum, base + max_pairs, side="right"))
-        stop = min(max(stop, start + 1), len(cand))
-        sel = np.arange(start, stop)
-        pos, owner = _expand_ranges(cell_start[pcell[sel]], counts[sel])
-        t = cell_tris[pos]
-        q = p[cand[sel[owner]]]
-        # cheap bounding-box and above-the-point tests first
-        keep = (
-            (q[:, 0] >= lo[t, 0]) & (q[:, 0] <= hi[t, 0])
-            & (q[:, 1] >= lo[t, 1]) & (q[:, 1] <= hi[t, 1])
-            & (orient[t] != 0)
-        )  # fmt: skip
-        t, q, owner = t[keep], q[keep], owner[keep]
-        above = gx[t] * q[:, 0] + gy[t] * q[:, 1] + g0[t] > q[:, 2]
-        t, q, owner = t[above], q[above], owner[above]
-        hit = np.ones(len(t), bool)
-        for k in range(3):
-            d = e_dir[t, k]
-            r = q[:, :2] - e_lo[t, k]
-            e = d[:, 0] * r[:, 1] - d[:, 1] * r[:, 0]
-            o = opp[t, k]
-            hit &= (e * o > 0) | ((e == 0) & (o > 0))
-        np.add.at(winding, sel[owner[hit]], orient[t[hit]])
-        start = stop
-    inside[cand] = winding != 0
-    return inside
+    tris = np.asarray(surf["tris"], np.int64)
+    if _signed_volume(rr, tris) < 0:
+        tris = tris[:, ::-1]
+    return points_inside_exact(np.asarray(points, float).reshape(-1, 3), dict(rr=rr, tris=tris))
 
 
 # ===================================================================== geometry
@@ -466,6 +334,11 @@ class _TriGeom:
         ac = rr[tris[:, 2]] - rr[tris[:, 0]]
         self.a, self.ab, self.ac = a, ab, ac
         self.gram = np.stack([_rowdot(ab, ab), _rowdot(ab, ac), _rowdot(ac, ac)], axis=1)
+        # the longest edge and the largest |a|: bounds of the float32 rounding
+        bc = ac - ab
+        self.edge = float(np.sqrt(max(self.gram[:, 0].max(), self.gram[:, 2].max(),
+                                      _rowdot(bc, bc).max())))  # fmt: skip
+        self.radius = float(np.sqrt(_rowdot(a, a).max()))
         self.packed = np.concatenate([a, ab, ac, self.gram], axis=1).astype(np.float32)
 
 
@@ -528,13 +401,24 @@ def _closest_candidates(points, geom, which, cand, dist, closest, tri_idx):
         ap = rel[idx][:, np.newaxis, :] - g[..., 0:3]
         _, _, d2 = _closest_params(ap, g[..., 3:6], g[..., 6:9], g[..., 9], g[..., 10], g[..., 11])
         d2[~valid] = np.inf
-        rows = np.arange(len(idx))
-        tb = c[rows, np.argmin(d2, axis=1)]
-        # exact (float64) evaluation of the chosen triangle
-        ap64 = points[idx] - geom.origin - geom.a[tb]
+        # exact (float64) evaluation of every candidate that can be the
+        # closest: for those, float32 d2 is off by a few eps of
+        # |ap|^2 + edge^2 + |ap| |a| (|ap| <= d + edge, |a| <= radius)
+        d2min = d2.min(axis=1, keepdims=True)
+        reach = np.sqrt(d2min) + geom.edge
+        near = d2 <= d2min + 1e-6 * (d2min + geom.edge**2 + reach * geom.radius)
+        row, col = np.nonzero(near)  # row-major: rows in order
+        tb = c[row, col]
+        ap64 = points[idx[row]] - geom.origin - geom.a[tb]
         s, t, _ = _closest_params(ap64, geom.ab[tb], geom.ac[tb], *geom.gram[tb].T)
         diff = ap64 - s[:, np.newaxis] * geom.ab[tb] - t[:, np.newaxis] * geom.ac[tb]
-        d_best = np.sqrt(_rowdot(diff, diff))
+        dd = _rowdot(diff, diff)
+        start = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+        best = np.minimum.reduceat(dd, start)
+        first = np.flatnonzero(dd == np.repeat(best, np.diff(np.r_[start, len(dd)])))
+        first = first[np.r_[True, row[first][1:] != row[first][:-1]]]  # first per row
+        tb, diff = tb[first], diff[first]
+        d_best = np.sqrt(dd[first])
         better = d_best < dist[idx]
         upd = idx[better]
         dist[upd] = d_best[better]

@@ -29,10 +29,16 @@ def demo(tmp_path_factory):
 
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None,
-            timeout: float = 1800) -> subprocess.CompletedProcess:
-    """Run ``mne-laminar`` in a subprocess (as a user would) and capture output."""
+            timeout: float = 1800, unset: tuple = ()) -> subprocess.CompletedProcess:
+    """Run ``mne-laminar`` in a subprocess (as a user would) and capture output.
+
+    ``env`` adds to (or replaces in) this process's environment, ``unset``
+    names variables to remove.
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
+    for key in unset:
+        full_env.pop(key, None)
     return subprocess.run(
         [sys.executable, "-m", "mne_laminar_plugin.cli", *args],
         cwd=cwd,
@@ -49,6 +55,16 @@ def cli():
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def path_without_xvfb() -> str:
+    """``PATH`` minus every directory holding an ``Xvfb`` (as on a bare headless node).
+
+    The directory of this Python comes first, so ``mne-laminar`` is found.
+    """
+    keep = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and not (Path(d) / "Xvfb").exists()]  # fmt: skip
+    return os.pathsep.join([str(Path(sys.executable).parent), *keep])
 
 
 @pytest.fixture(autouse=True)
@@ -69,6 +85,9 @@ def pipeline_run(tmp_path_factory):
     One full MBP run shared by the end-to-end tests: MBP's preprocessing,
     sensor and source stages, then the laminar stage, with a group template
     ``tmpl`` (a copy of sub-01's spheres) so that the group step runs too.
+    3D figures are forced to the 2D fallback (``MNE_LAMINAR_3D=2d``), so that
+    the fallback is checked in loky workers (2 subjects, ``n_jobs=2``); the
+    other paths are checked by ``test_e2e.py``'s Xvfb and headless-demo tests.
     """
     import shutil
 
@@ -83,6 +102,6 @@ def pipeline_run(tmp_path_factory):
     with open(demo.config_path, "a") as fid:
         fid.write('\nlaminar_group_template = "tmpl"\n')
     res = run_cli("run", str(demo.config_path), "--steps", "all", "--n_jobs", "2",
-                  env={"_MNE_BIDS_STUDY_TESTING": "true"})
+                  env={"_MNE_BIDS_STUDY_TESTING": "true", "MNE_LAMINAR_3D": "2d"})
     assert res.returncode == 0, (res.stdout[-5000:], res.stderr[-5000:])
     return demo, res

@@ -78,3 +78,30 @@ def test_steps_are_explicit():
     names = [mod.__name__.rsplit(".", 1)[1] for mod in laminar._STEPS]
     assert names == sorted(names)
     assert names[0] == "_01_layer_surfaces" and names[-1] == "_99_group_predictors"
+
+
+def test_steps_use_public_library_names():
+    """Steps import only public library names and never another step."""
+    import ast
+    from pathlib import Path
+
+    from mne_laminar_plugin.pipeline.steps import laminar
+
+    for mod in laminar._STEPS:
+        tree = ast.parse(Path(mod.__file__).read_text(encoding="utf-8"))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:  # relative imports
+                parts = (node.module or "").split(".")
+                where = f"{mod.__name__}: from {'.' * node.level}{node.module} import ..."
+                assert not any(p.startswith("_") for p in parts if p != "_mbp"), where
+                assert not any(a.name.startswith("_") and a.name != "_mbp" for a in node.names), where
+                if node.level == 1:  # the steps' own package: another step
+                    assert False, where
+                aliases |= {a.asname or a.name for a in node.names if (a.asname or a.name)}
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id in aliases and node.value.id != "_mbp":
+                    assert not node.attr.startswith("_"), (
+                        f"{mod.__name__}: {node.value.id}.{node.attr}"
+                    )
+        assert aliases, mod.__name__

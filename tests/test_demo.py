@@ -15,6 +15,7 @@ from mne_bids import BIDSPath, get_head_mri_trans, read_raw_bids
 
 from mne_laminar_plugin.demo import (
     CONDITION,
+    LAYER_CONDITION,
     N_TRIALS,
     ROI_NAME,
     TASK,
@@ -60,7 +61,8 @@ def test_raw_is_vectorview_like_and_readable_by_mne_bids(demo):
     # channel names are Vectorview's: MNE finds its Vectorview layout
     assert mne.channels.find_layout(raw.info, ch_type="grad").kind == "Vectorview-grad"
     events, event_id = mne.events_from_annotations(raw, verbose="error")
-    assert list(event_id) == [CONDITION] and len(events) == N_TRIALS
+    assert set(event_id) == {CONDITION, LAYER_CONDITION} and len(events) == 2 * N_TRIALS
+    assert (events[:, 2] == event_id[CONDITION]).sum() == N_TRIALS
     # sensors outside the scalp, at a realistic distance
     trans = get_head_mri_trans(bp, fs_subject="sub-01", fs_subjects_dir=demo.subjects_dir,
                                verbose="error")
@@ -117,9 +119,11 @@ def test_freesurfer_subject_usable_by_mne(demo):
     inner["rr"] = inner["rr"] / 1000.0
     check = mne.surface._CheckInside(inner)
     assert check(pial[~medial] / 1000.0).mean() > 0.99
-    # the T1 is conformed, tkRAS == scanner RAS, and brighter in white matter
+    # the T1: FreeSurfer's LIA orientation and 256 mm field of view at 2 mm,
+    # tkRAS == scanner RAS, and brighter in white matter
     t1 = nib.load(demo.subjects_dir / "sub-01/mri/T1.mgz")
-    assert t1.shape == (256, 256, 256)
+    assert t1.shape == (128, 128, 128)
+    np.testing.assert_allclose(t1.header.get_zooms(), (2.0, 2.0, 2.0))
     np.testing.assert_allclose(t1.header.get_vox2ras_tkr(), t1.affine, atol=1e-4)
     vox = np.rint(mne.transforms.apply_trans(np.linalg.inv(t1.affine), white[::50])).astype(int)
     data = np.asarray(t1.dataobj)
@@ -131,12 +135,13 @@ def test_evoked_response_comes_from_the_known_source(demo):
     bp = BIDSPath(subject="01", task=TASK, datatype="meg", root=demo.bids_root)
     raw = read_raw_bids(bp, verbose="error")
     raw.load_data().filter(None, 40.0, verbose="error")
-    events, _ = mne.events_from_annotations(raw, verbose="error")
-    epochs = mne.Epochs(raw, events, tmin=-0.2, tmax=0.5, baseline=(None, 0),
-                        picks="mag", verbose="error")
+    events, event_id = mne.events_from_annotations(raw, verbose="error")
+    epochs = mne.Epochs(raw, events, event_id[CONDITION], tmin=-0.2, tmax=0.5,
+                        baseline=(None, 0), picks="mag", verbose="error")
     evoked = epochs.average()
     truth = demo.truth["01"]
-    # independent forward of the true patch (ico-3 BEM; the demo used ico-4)
+    # independent forward of the true patch: a sphere fitted to the head
+    # shape (the demo simulated with a 1-layer ico-3 BEM)
     sub = demo.subjects_dir / "sub-01"
     white = nib.freesurfer.read_geometry(sub / "surf/lh.white")[0]
     pial = nib.freesurfer.read_geometry(sub / "surf/lh.pial")[0]
@@ -148,10 +153,8 @@ def test_evoked_response_comes_from_the_known_source(demo):
     trans = get_head_mri_trans(bp, fs_subject="sub-01", fs_subjects_dir=demo.subjects_dir,
                                verbose="error")
     src = mne.setup_volume_source_space(pos=dict(rr=rr, nn=nn), verbose="error")
-    model = mne.make_bem_model("sub-01", ico=3, conductivity=(0.3,),
-                               subjects_dir=demo.subjects_dir, verbose="error")
-    bem = mne.make_bem_solution(model, verbose="error")
-    fwd = mne.make_forward_solution(evoked.info, trans, src, bem, eeg=False,
+    sphere = mne.make_sphere_model("auto", "auto", evoked.info, verbose="error")
+    fwd = mne.make_forward_solution(evoked.info, trans, src, sphere, eeg=False,
                                     verbose="error")
     fwd = mne.convert_forward_solution(fwd, force_fixed=True, verbose="error")
     topo = fwd["sol"]["data"].sum(1)
@@ -209,3 +212,6 @@ def test_truth_json(demo):
     t = data["subjects"]["01"]
     assert t["hemi"] == "lh" and t["vertex"] in t["patch_vertices"]
     assert 60 <= t["amplitude_nAm"] <= 80
+    layer = t["layer_source"]
+    assert layer["condition"] == LAYER_CONDITION and layer["layer"] == 8
+    assert layer["roi_label"] == "label/lh.demo_column.label" and layer["patch_fwhm_mm"] == 5.0

@@ -10,18 +10,34 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mne_laminar_plugin import bids
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors")
+SECTIONS = ("Laminar surfaces", "Laminar leadfield", "Anatomical predictors",
+            "Laminar model comparison", "Laminar accuracy")
+#: caption of an MBP 3D figure replaced by 2D projections
+TWO_D = "Drawn by mne-laminar as 2D matplotlib projections"
 
 
 @pytest.fixture(scope="module")
 def loky_run(pipeline_run):
     return pipeline_run
+
+
+def _demo_config_value(name):
+    """A value of the packaged demo config (the run's config)."""
+    import ast
+
+    from mne_laminar_plugin.demo import config_template
+
+    for node in ast.parse(config_template()).body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == name:
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
 
 
 def _laminar_files(bids_root: Path, subject: str) -> list[Path]:
@@ -35,7 +51,8 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     # MBP's stages ran, then ours, in order
     order = [out.index(s) for s in ("preprocessing/_07_make_epochs", "source/_04_make_forward",
                                     "laminar/_01_layer_surfaces", "laminar/_02_leadfield",
-                                    "laminar/_03_predictors")]
+                                    "laminar/_03_predictors", "laminar/_04_model_comparison",
+                                    "laminar/_05_accuracy")]
     assert order == sorted(order)
     for subject in demo.subjects:
         mbp = demo.deriv_root / f"sub-{subject}" / "meg"
@@ -45,11 +62,22 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
         assert any(n.endswith(".surf.gii") for n in files), files
         assert any("leadfield" in n for n in files), files
         assert any(n.endswith("_predictors.tsv") for n in files), files
+        # the demo config turns the accuracy simulation on (one map per SNR, hemi)
+        assert any(n.endswith("_desc-laminar_accuracy.tsv") for n in files), files
+        n_snr = len(np.atleast_1d(_demo_config_value("laminar_accuracy_snr_db")))
+        assert sum("_run-" in n and n.endswith("_desc-accuracy_stat.func.gii")
+                   for n in files) == 2 * n_snr  # fmt: skip
         report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
         for section in SECTIONS:
             assert section in report, section
         # MBP's own sections are still there
         assert "Sensor alignment" in report and "Forward solution" in report
+        # MNE_LAMINAR_3D=2d reached the loky workers: the coregistration and
+        # the 3 source-estimate time points are labelled 2D replacements
+        assert report.count(TWO_D) == 4, report.count(TWO_D)
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert lines == ["mne-laminar: 3D figures: 2D matplotlib projections instead of 3D views; "
+                     "MNE_LAMINAR_3D=2d"]  # fmt: skip
     # MBP's xlsx log has our steps' sheets
     import openpyxl
 
@@ -57,6 +85,71 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
     assert logs
     sheets = openpyxl.load_workbook(logs[0], read_only=True).sheetnames
     assert any(s.startswith("laminar-") for s in sheets), sheets
+
+
+def test_model_comparison_equals_the_library(loky_run):
+    """The step's TSV/JSON = compare_layers on the same files; the demo's layer
+    condition is recovered at its column within one layer, strong evidence."""
+    import json
+
+    import mne
+    import numpy as np
+    import pandas as pd
+
+    from mne_laminar_plugin import LaminarSurfaces, compare_layers
+    from mne_laminar_plugin.leadfield import read_leadfield
+
+    demo, _ = loky_run
+    truth = json.loads((demo.bids_root / "sourcedata" / "demo_truth.json").read_text())
+    root = bids.deriv_root(demo.bids_root)
+    for subject in demo.subjects:
+        tsv = root / f"sub-{subject}" / "meg" / f"sub-{subject}_task-demo_desc-laminar_evidence.tsv"
+        df = pd.read_csv(tsv, sep="\t", na_values="n/a")
+        side = json.loads(tsv.with_suffix(".json").read_text())
+        assert side["free_energy"]["Units"] == "nats" and side["Method"] == "msp"
+        assert side["PatchFWHM"] == 5.0 and side["TemporalModes"] == 4
+        assert set(df["condition"]) == {"stim", "layer"} == set(side["Conditions"])
+        assert set(df["prior"]) == set(side["Priors"]) == {
+            "best", "label/lh.demo_roi.label", "label/lh.demo_column.label"}
+        surf = LaminarSurfaces.load(root, subject, spacing="oct5", verbose="error")
+        lf = read_leadfield(root / f"sub-{subject}" / "meg"
+                            / f"sub-{subject}_desc-laminar_leadfield.h5", verbose="error")
+        mbp = demo.deriv_root / f"sub-{subject}" / "meg"
+        cov = mne.read_cov(mbp / f"sub-{subject}_proc-clean_cov.fif", verbose="error")
+        rank = json.loads((mbp / f"sub-{subject}_proc-clean_rank.json").read_text())
+        evokeds = {e.comment: e for e in mne.read_evokeds(
+            mbp / f"sub-{subject}_task-demo_ave.fif", verbose="error")}
+        for (cond, prior, window), rows in df.groupby(["condition", "prior", "window"]):
+            rec = side["Priors"][prior]
+            assert (rows["column"] == rec["column"]).all()
+            assert (surf.vertno[rec["column"]], surf.hemi[rec["column"]]) == (
+                rec["vertex"], rec["hemi"])
+            kw = dict(surfaces=surf, prior=rec["column"], rank=rank, patch_fwhm=5.0)
+            if window == "whole":
+                ev = compare_layers(evokeds[cond], lf, cov, woi=(0.05, 0.15),
+                                    n_temporal_modes=4, **kw)
+                assert side["WindowOfInterest"] == list(ev.woi)
+                F = rows.sort_values("layer")["free_energy"].to_numpy()
+            else:
+                ev = compare_layers(evokeds[cond], lf, cov, windows=(50.0, 10.0),
+                                    n_temporal_modes=1, **kw)
+                F = rows.pivot(index="layer", columns="time", values="free_energy").to_numpy()
+                np.testing.assert_allclose(np.sort(rows["time"].unique()), ev.times)
+            np.testing.assert_allclose(F, ev.free_energy, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(rows.sort_values(["layer", "time"])["delta_f"],
+                                       ev.delta_f.ravel(), atol=1e-9)
+        # the demo's single-layer source, at its column (the demo_column ROI prior)
+        src = truth["subjects"][subject]["layer_source"]
+        assert side["Priors"]["label/lh.demo_column.label"]["vertex"] == src["vertex"]
+        whole = df[(df["condition"] == "layer") & (df["window"] == "whole")
+                   & (df["prior"] == "label/lh.demo_column.label")]
+        win = whole[whole["best"]]
+        assert len(win) == 1 and abs(int(win["layer"].iloc[0]) - src["layer"]) <= 1, whole
+        F = whole.sort_values("layer")["free_energy"].to_numpy()
+        far = np.abs(np.arange(len(F)) - src["layer"]) >= 2
+        assert F[src["layer"]] - F[far].max() > 3.0, F  # strong vs layers 2+ away
+        report = (mbp / f"sub-{subject}_report.html").read_text(encoding="utf-8")
+        assert "Winning layers, task demo" in report and "ΔF per layer: layer" in report
 
 
 def test_bids_validator_on_laminar_derivatives(loky_run):
@@ -201,3 +294,54 @@ def test_second_plugin_stage_through_the_cli(loky_run, tmp_path):
     # both plugins coexist: laminar still runs in the same invocation
     res = run_cli("run", str(cfg), "--steps", "hello,laminar/layer_surfaces", env=env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+
+
+def test_demo_headless_without_xvfb(tmp_path):
+    """The README's demo on a bare headless node: no DISPLAY, no Xvfb on PATH.
+
+    Whatever OpenGL this machine has (EGL/OSMesa or none), the demo finishes
+    and the report has MBP's forward section and the three laminar sections.
+    """
+    from conftest import path_without_xvfb, run_cli
+
+    res = run_cli("demo", str(tmp_path / "demo"), env={"PATH": path_without_xvfb()},
+                  unset=("DISPLAY", "WAYLAND_DISPLAY", "MNE_LAMINAR_3D"))  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(("mne-laminar: 3D figures: offscreen VTK",
+                                "mne-laminar: 3D figures: 2D matplotlib"))  # fmt: skip
+    assert "no X display and no Xvfb on PATH" in lines[0]
+    report = tmp_path / "demo/bids/derivatives/mne-bids-pipeline/sub-01/meg/sub-01_report.html"
+    assert f"Report: {report}" in out
+    html = report.read_text(encoding="utf-8")
+    for section in (*SECTIONS, "Forward solution", "Sensor alignment", "BEM"):
+        assert section in html, section
+    # MBP's coregistration and source figures, drawn without MNE's Qt backend
+    assert html.count("Drawn by mne-laminar") == 4
+    # the data-building phase reported its progress
+    assert "Demo dataset written in" in out and "Building the demo dataset" in out
+
+
+def test_xvfb_path_draws_with_mne_3d(loky_run):
+    """With Xvfb on PATH and no DISPLAY, MNE's own 3D backend draws MBP's figures."""
+    from conftest import run_cli
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb not installed (the Debian package xvfb)")
+    demo, _ = loky_run
+    res = run_cli("run", str(demo.config_path), "--steps", "source/make_forward", "--no-cache",
+                  env={"_MNE_BIDS_STUDY_TESTING": "true"},
+                  unset=("DISPLAY", "WAYLAND_DISPLAY", "MNE_LAMINAR_3D"))  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
+    assert len(lines) == 1 and "MNE's 3D backend on a private Xvfb" in lines[0], lines
+    for subject in demo.subjects:
+        report = demo.deriv_root / f"sub-{subject}" / "meg" / f"sub-{subject}_report.html"
+        html = report.read_text(encoding="utf-8")
+        # the coregistration is MNE's again (its caption has no replacement note);
+        # the 3 source-estimate images of the 2D run are still 2D
+        assert "Sensor alignment" in html and "Forward solution" in html
+        assert html.count(TWO_D) == 3, html.count(TWO_D)

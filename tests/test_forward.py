@@ -300,64 +300,6 @@ def test_sphere_model_drop_is_analytic(info):
 
 
 # ------------------------------------------------------------- geometry
-def test_points_inside_surface_exact():
-    """Ray-crossing inside test: convex hull truth, reversed winding, fsaverage."""
-    from scipy.spatial import ConvexHull
-
-    rng = np.random.default_rng(0)
-    ico = mne.surface._get_ico_surface(3)
-    surf = dict(rr=ico["rr"] * 0.08, tris=ico["tris"])
-    pts = rng.normal(scale=0.05, size=(20000, 3))
-    hull = ConvexHull(surf["rr"])
-    truth = (pts @ hull.equations[:, :3].T + hull.equations[:, 3] < 0).all(1)
-    assert 0.2 < truth.mean() < 0.9
-    np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf), truth)
-    rev = dict(rr=surf["rr"], tris=surf["tris"][:, ::-1])
-    np.testing.assert_array_equal(mesh.points_inside_surface(pts, rev), truth)
-    # small max_pairs exercises the chunking
-    np.testing.assert_array_equal(mesh.points_inside_surface(pts, surf, max_pairs=1000), truth)
-    # a non-convex surface: MNE's fsaverage inner skull, against MNE's solid
-    # angles for points not within 1 mm of it (MNE's sphere shortcut is not
-    # exact right at the surface)
-    from mne.surface import _CheckInside
-
-    skull = mne.read_bem_surfaces(
-        mne.__path__[0] + "/data/fsaverage/fsaverage-inner_skull-bem.fif", verbose=False
-    )[0]
-    pts = skull["rr"].mean(0) + rng.normal(scale=0.04, size=(600, 3))
-    far = ~mesh.surface_distance_below(pts, skull, 0.001)[0]
-    ours = mesh.points_inside_surface(pts[far], skull)
-    theirs = _CheckInside(skull, verbose=False)(pts[far], verbose=False)
-    np.testing.assert_array_equal(ours, theirs)
-    assert 0.2 < ours.mean() < 0.95
-
-
-def test_surface_distance_is_exact():
-    """Distances below the limit equal brute-force point-to-triangle distances."""
-    rng = np.random.default_rng(1)
-    ico = mne.surface._get_ico_surface(2)
-    surf = dict(rr=ico["rr"] * 0.08, tris=ico["tris"])
-    pts = rng.normal(size=(400, 3))
-    pts *= (rng.uniform(0.06, 0.1, 400) / np.linalg.norm(pts, axis=1))[:, None]
-    close, dist = mesh.surface_distance_below(pts, surf, 0.006)
-    rr, tris = surf["rr"], surf["tris"]
-    brute = mesh.point_triangle_distance(
-        np.repeat(pts, len(tris), 0), np.tile(rr[tris[:, 0]], (400, 1)),
-        np.tile(rr[tris[:, 1]], (400, 1)), np.tile(rr[tris[:, 2]], (400, 1)),
-    ).reshape(400, -1).min(1)  # fmt: skip
-    np.testing.assert_array_equal(close, brute < 0.006)
-    np.testing.assert_allclose(dist[close], brute[close], atol=1e-15)
-    assert np.all(dist[~close] <= brute[~close] + 1e-15)  # lower bounds elsewhere
-    # point-triangle against a dense sampling of one triangle
-    a, b, c = np.eye(3)
-    p = rng.normal(size=(50, 3))
-    w = rng.dirichlet(np.ones(3), size=20000)
-    samples = w @ np.stack([a, b, c])
-    approx = np.linalg.norm(p[:, None] - samples[None], axis=-1).min(1)
-    exact = mesh.point_triangle_distance(p, *(np.tile(v, (50, 1)) for v in (a, b, c)))
-    assert np.all(exact <= approx + 1e-12) and np.all(approx - exact < 0.02)
-
-
 def test_project_fixed_chunks():
     rng = np.random.default_rng(2)
     g = rng.normal(size=(7, 3 * 50))

@@ -26,12 +26,15 @@ from mne_laminar_plugin.pipeline.options import OPTIONS
 @pytest.fixture
 def restore_mbp():
     """Undo the host's MBP patches after a test."""
-    from mne_bids_pipeline import _config, _config_utils, _main
+    from mne_bids_pipeline import _config, _config_import, _config_utils, _main
 
     orig_get = host_mod._orig_get_step_modules(_config_utils)
+    check = _config_import._check_misspellings_removals
+    orig_check = getattr(check, host_mod._ORIG_ATTR, check)
     ann = dict(_config.__annotations__)
     names = set(vars(_config))
     yield
+    _config_import._check_misspellings_removals = orig_check
     _config_utils._get_step_modules = orig_get
     _main._get_step_modules = orig_get
     _config.__annotations__.clear()
@@ -91,6 +94,7 @@ NON_DEFAULT = dict(
     laminar_n_layers=3,
     laminar_depth_method="equivolume",
     laminar_column_spacing="ico4",
+    laminar_lameg_layers="{subjects_dir}/{subject}/surf/laminar",
     laminar_orientation="surface_normal",
     laminar_cortex_mask="thickness",
     laminar_min_thickness=1.0,
@@ -107,6 +111,13 @@ NON_DEFAULT = dict(
     laminar_predictors_whiten=False,
     laminar_predictors_ch_type="grad",
     laminar_group_template="fsaverage5",
+    laminar_layer_comparison=False,
+    laminar_comparison_method="ebb",
+    laminar_comparison_woi=(0.05, 0.15),
+    laminar_patch_fwhm=8.0,
+    laminar_temporal_modes=2,
+    laminar_sliding_windows=(40.0, None),
+    laminar_comparison_conditions=["stim"],
 )
 
 
@@ -141,6 +152,9 @@ def test_option_validation_errors(tmp_path, restore_mbp):
         "laminar_n_layers = 1": "laminar_n_layers",  # >= 2
         "laminar_depth_method = 'equal'": "laminar_depth_method",
         "laminar_n_layer = 3": "did you mean 'laminar_n_layers'",
+        "laminar_patch_fwhm = 0.0": "laminar_patch_fwhm",  # > 0
+        "laminar_comparison_method = 'lcmv'": "laminar_comparison_method",
+        "laminar_sliding_windows = (-50.0, 10.0)": "laminar_sliding_windows",
     }
     for i, (line, expected) in enumerate(bad.items()):
         cfg_file = tmp_path / f"bad{i}.py"
@@ -237,6 +251,26 @@ def test_plugin_failing_to_import(tmp_path, monkeypatch):
 def test_unsupported_mbp_version(version):
     with pytest.raises(PluginError, match=r"mne-bids-pipeline>=1.10,<1.11"):
         check_mbp_version(version)
+
+
+def test_supported_mbp_range_is_the_pyproject_requirement():
+    """One source: the host's range is pyproject's mne-bids-pipeline requirement."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    from mne_laminar_plugin.pipeline.host import supported_mbp
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (req,) = [d for d in deps if d.startswith("mne-bids-pipeline")]
+    lo, hi, spec = supported_mbp()
+    assert sorted(spec.split(",")) == sorted(req.removeprefix("mne-bids-pipeline").split(","))
+    lower = re.search(r">=([0-9.]+)", req).group(1)
+    upper = re.search(r"<([0-9.]+)", req).group(1)
+    assert lo == tuple(int(x) for x in lower.split(".")[:2])
+    assert hi == tuple(int(x) for x in upper.split(".")[:2])
 
 
 def test_supported_mbp_version_and_hook_points():

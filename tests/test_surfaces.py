@@ -610,7 +610,7 @@ def _step_cfg(tmp_path, fs, **kw):
     cfg = SimpleNamespace(
         laminar_n_layers=3, laminar_depth_method="equidistant", laminar_column_spacing="oct3",
         laminar_orientation="link_vector", laminar_cortex_mask="auto", laminar_min_thickness=0.5,
-        fs_subject=fs.subject, fs_subjects_dir=fs.subjects_dir,
+        laminar_lameg_layers=None, fs_subject=fs.subject, fs_subjects_dir=fs.subjects_dir,
         laminar_root=bids_root / "derivatives" / "mne-laminar", ch_types=("meg",),
         proc=None, datatype="meg", acq=None, rec=None, space=None, bids_root=bids_root,
         deriv_root=bids_root / "derivatives" / "mne-bids-pipeline", all_tasks=("demo",),

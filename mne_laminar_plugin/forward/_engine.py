@@ -70,6 +70,10 @@ def _add_time(key, dt):
 def _compute_chunk(plan, rr_head, nn_head, out_T, dtype, work=None):
     """Compute the gain of a chunk of sources into out_T (n_dip, n_ch), C order.
 
+    Long on purpose: the per-chunk arithmetic of MNE's forward (MEG and EEG,
+    sphere and BEM, fixed and free) kept in one function so that every
+    scheduler (threads, joblib, dask) runs exactly the same code.
+
     ``out_T`` is the transpose of a column block of the (F-ordered) output.
     Runs in the calling thread (call it with single-threaded BLAS). Returns
     the work buffer for reuse.
@@ -496,13 +500,9 @@ def gain_ch_names(info, *, meg=True, eeg=True, verbose=None):
         MEG channels (without reference channels) then EEG channels, as the
         rows of ``fwd['sol']['data']``.
     """
-    from mne import pick_types
+    from ._forward import _gain_picks
 
-    picks = list()
-    if meg:
-        picks += list(pick_types(info, meg=True, ref_meg=False, exclude=[]))
-    if eeg:
-        picks += list(pick_types(info, meg=False, eeg=True, exclude=[]))
+    picks = _gain_picks(info, meg=meg, eeg=eeg)
     return [info["ch_names"][p] for p in picks]
 
 

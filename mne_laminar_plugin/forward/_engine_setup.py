@@ -189,7 +189,11 @@ class _Plan:
 
 @verbose
 def _make_plan(info, trans, bem, *, meg, eeg, n_jobs=None, verbose=None):
-    """Do once what MNE does once: sensors, conductor, transforms."""
+    """Do once what MNE does once: sensors, conductor, transforms.
+
+    Long on purpose: mirrors MNE's ``_prepare_for_forward`` step by step, so
+    that each part can be compared with MNE's source.
+    """
     from mne import Info
     from mne.forward._compute_forward import _bem_specify_els
     from mne.forward._make_forward import _prepare_for_forward

@@ -45,12 +45,14 @@ import numpy as np
 from mne.io.constants import FIFF
 from mne.utils import _check_option, _validate_type, logger, verbose
 
-from .._conventions import FORWARD_ENGINES, ORIENTATION_TYPES
+from .._conventions import FORWARD_ENGINES, ORIENTATION_TYPES, check_memory
 from ..mesh import points_inside_surface, surface_distance_below
 
 #: Reasons recorded for dropped columns.
 REASON_OUTSIDE = "outside the inner skull"
 REASON_MINDIST = "closer than mindist to the inner skull"
+#: A skull margin (mm) above this cannot leave any cortex (a head is ~70 mm in radius).
+MAX_PLAUSIBLE_MINDIST = 30.0
 REASON_ZERO_ORI = "zero-length or non-finite orientation"
 REASON_NONFINITE = "non-finite position"
 REASON_MNE = "dropped by MNE's forward (outside the inner skull by MNE's test)"
@@ -195,8 +197,8 @@ def _get_info(info):
     return mne.io.read_info(path, verbose=False), str(path)
 
 
-def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
-    """Rows of a forward in MNE's order: MEG (no references) first, then EEG."""
+def _gain_picks(info, *, meg, eeg) -> np.ndarray:
+    """The rule: MEG channels without references, then EEG (may be empty)."""
     import mne
 
     picks = []
@@ -204,7 +206,12 @@ def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
         picks.append(mne.pick_types(info, meg=True, ref_meg=False, exclude=[]))
     if eeg:
         picks.append(mne.pick_types(info, meg=False, eeg=True, exclude=[]))
-    picks = np.concatenate(picks) if picks else np.zeros(0, int)
+    return np.concatenate(picks).astype(int) if picks else np.zeros(0, int)
+
+
+def fwd_channel_picks(info, *, meg=True, eeg=True) -> np.ndarray:
+    """Rows of a forward in MNE's order: MEG (no references) first, then EEG."""
+    picks = _gain_picks(info, meg=meg, eeg=eeg)
     if len(picks) == 0:
         raise ValueError(
             f"No {'MEG' if meg else ''}{'/' if meg and eeg else ''}"
@@ -477,6 +484,10 @@ def compute_laminar_forward(
 ) -> LaminarForward:
     """Compute the laminar leadfield of every layer in one forward computation.
 
+    Long on purpose: argument checks, the column drop test, the engine call
+    and the provenance are one sequence whose intermediate arrays all feed
+    the returned :class:`LaminarForward`.
+
     Parameters
     ----------
     surfaces : LaminarSurfaces
@@ -545,7 +556,14 @@ def compute_laminar_forward(
     if len(kept_cols) == 0:
         raise RuntimeError(
             f"No column of the {n_col} is inside the inner skull and at least "
-            f"{mindist} mm from it in every layer; check the trans and the BEM."
+            f"{mindist} mm from it in every layer. "
+            + (
+                f"mindist={mindist} mm (the MBP option laminar_skull_margin) is "
+                "larger than the brain: use a few mm (MBP's mindist, e.g. 5)."
+                if mindist > MAX_PLAUSIBLE_MINDIST
+                else "Check the trans and the BEM (or lower mindist, the MBP "
+                "option laminar_skull_margin)."
+            )
         )
     rr = layers[:, kept_cols].reshape(-1, 3)
     nn = ori[:, kept_cols]
@@ -558,6 +576,14 @@ def compute_laminar_forward(
         f"{len(picks)} channels, engine {engine!r}"
     )
     t_check = time.perf_counter() - t0
+    n_comp = 1 if orientation_type == "fixed" else 3
+    check_memory(
+        len(picks) * n_layers * n_kept * n_comp * dtype.itemsize,
+        f"The {orientation_type} laminar leadfield ({len(picks)} channels x "
+        f"{n_layers} layers x {n_kept} columns, {dtype.name})",
+        hint="Use a coarser spacing (laminar_column_spacing), fewer layers "
+        "(laminar_n_layers), or float32 (laminar_forward_float32).",
+    )
 
     # --- the forward
     t1 = time.perf_counter()

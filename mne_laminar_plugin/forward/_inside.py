@@ -89,15 +89,9 @@ def _inside_surface(check, rr):
     """Inside test identical to MNE's _CheckInside (old mode) decisions.
 
     MNE: points within the interior sphere are inside, outside the exterior
-    sphere are outside, the rest by the total solid angle of the surface. The
-    total solid angle of a closed surface is 4 pi times its winding number
-    around the point, which a +z ray gives exactly by counting signed
-    crossings; points whose ray grazes an edge or that lie on the surface are
-    sent to MNE's solid-angle code itself.
+    sphere are outside, the rest by the total solid angle of the surface,
+    which is what :func:`points_inside_exact` gives.
     """
-    from mne.surface import _points_outside_surface
-
-    surf = check.surf
     inside = np.ones(len(rr), bool)
     idx = np.arange(len(rr))
     if check.inner_r is not None:
@@ -106,14 +100,35 @@ def _inside_surface(check, rr):
         out_mask = dists > check.outer_r
         inside[out_mask] = False
         idx = idx[~in_mask & ~out_mask]
-    if len(idx) == 0:
-        return inside
+    if len(idx):
+        inside[idx] = points_inside_exact(rr[idx], check.surf)
+    return inside
+
+
+def points_inside_exact(rr, surf):
+    """Exact inside test of a closed, outward-oriented surface (MNE's rule).
+
+    The one implementation behind ``mesh.points_inside_surface`` and the
+    engine's :func:`check_inside`: inside where the winding number is +1
+    (like MNE's solid angles, an inward-oriented surface has nothing inside;
+    ``mesh.points_inside_surface`` orients the surface first).
+
+    The total solid angle of a closed surface is 4 pi times its winding number
+    around the point, which a +z ray gives exactly by counting signed
+    crossings (numba kernel, threads); points whose ray grazes an edge or
+    that lie on the surface are sent to MNE's solid-angle code itself.
+    """
+    from mne.surface import _points_outside_surface
+
+    rr = np.asarray(rr, float)
+    if len(rr) == 0:
+        return np.zeros(0, bool)
     verts = np.ascontiguousarray(surf["rr"], float)
     tris = np.ascontiguousarray(surf["tris"], np.int64)
     cell_start, cell_tris, grid = _ray_grid(verts, tris)
     extent = np.ptp(verts, axis=0).max()
-    wind = np.empty(len(idx), np.int64)
-    pts = np.ascontiguousarray(rr[idx])
+    wind = np.empty(len(rr), np.int64)
+    pts = np.ascontiguousarray(rr)
     kernel = _get_kernels().ray_winding
     tol_e = _RAY_EDGE_TOL * extent**2
 
@@ -125,12 +140,8 @@ def _inside_surface(check, rr):
 
     _Threads(_n_cpus()).run(len(pts), fun, min_per_thread=1000)
     amb = (wind != 0) & (wind != 1)
-    inside[idx] = wind == 1
+    inside = wind == 1
     if amb.any():
         logger.info(f"    {amb.sum()} point(s) resolved with solid angles")
-        inside[idx[amb]] = ~_points_outside_surface(rr[idx[amb]], surf)
+        inside[amb] = ~_points_outside_surface(rr[amb], surf)
     return inside
-
-
-
-

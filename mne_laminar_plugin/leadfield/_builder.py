@@ -14,12 +14,27 @@ from mne.utils import _check_option, _validate_type, verbose
 from .._conventions import (
     ARBITRARY,
     FORWARD_ENGINES,
+    GRAD_UNITS,
     LEADFIELD_MODES,
     ORIENTATION_TYPES,
 )
-from ._data import LeadfieldData, _ch_meta_from_info, _collapse, _provenance, _validate
+from ._data import (
+    LeadfieldData,
+    _ch_meta_from_info,
+    _collapse,
+    _provenance,
+    _validate,
+    describe_sensors,
+)
 from ._formats import _missing_message, read_leadfield
-from ._units import si_to_target_units
+from ._units import convert_grad_unit, si_to_target_units
+
+#: Builder settings a ``config`` mapping of ``get_leadfield`` may override.
+_CONFIG_KEYS = (
+    "leadfield_dir", "subjects_dir", "surfaces", "bem", "trans", "info", "mindist",
+    "engine", "meg", "eeg", "session", "surfaces_kwargs", "dtype", "n_jobs",
+    "grad_unit",
+)  # fmt: skip
 
 
 # ================================================================= builder
@@ -61,6 +76,9 @@ class LeadfieldBuilder:
         Simulate: dtype of the leadfield.
     n_jobs : int | None
         Simulate: passed to the forward engine.
+    grad_unit : "fT/cm" | "fT/m"
+        Planar gradiometers in this package's fT/cm/nAm (default) or
+        CaliBrain's fT/m/nAm (×100), for every mode.
     verbose : bool | str | int | None
         MNE log level of the forward computations (None: MNE's global level).
 
@@ -86,6 +104,7 @@ class LeadfieldBuilder:
         surfaces_kwargs=None,
         dtype="float64",
         n_jobs=None,
+        grad_unit="fT/cm",
         verbose=None,
     ):
 
@@ -94,6 +113,8 @@ class LeadfieldBuilder:
         _check_option("engine", engine, FORWARD_ENGINES)
         _validate_type(mindist, "numeric", "mindist")
         _check_option("dtype", np.dtype(dtype).name, ("float64", "float32"))
+        _check_option("grad_unit", grad_unit, tuple(GRAD_UNITS))
+        self.grad_unit = grad_unit
         self.leadfield_dir = None if leadfield_dir is None else Path(leadfield_dir)
         self.subjects_dir = None if subjects_dir is None else Path(subjects_dir)
         self.surfaces = surfaces
@@ -119,6 +140,7 @@ class LeadfieldBuilder:
         subject="fsaverage",
         orientation_type="fixed",
         retrieve_mode="load",
+        config=None,
         n_sensors=64,
         n_sources=1284,
         return_metadata=False,
@@ -136,6 +158,12 @@ class LeadfieldBuilder:
             Subject name (file prefix for load; FreeSurfer subject for simulate).
         orientation_type : "fixed" | "free"
         retrieve_mode : "load" | "simulate" | "random"
+        config : dict | None
+            CaliBrain's 4th argument: settings of this call. A mapping of
+            this builder's parameters (e.g. ``{"info": ..., "trans": ...}``)
+            overriding them for this call only; None: the builder's own.
+            (CaliBrain's YAML simulation configs describe its own pipeline
+            and are not read.)
         n_sensors, n_sources : int
             Shape of a random leadfield (random mode only).
         return_metadata : bool
@@ -156,6 +184,11 @@ class LeadfieldBuilder:
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
         _check_option("retrieve_mode", retrieve_mode, LEADFIELD_MODES)
         _validate_type(subject, str, "subject")
+        if config is not None:
+            return self._configured(config).get_leadfield(
+                subject, orientation_type, retrieve_mode, None, n_sensors, n_sources,
+                return_metadata, random_state, fname=fname, n_layers=n_layers,
+            )  # fmt: skip
         if retrieve_mode == "random":
             data = self.random(
                 orientation_type, n_sensors, n_sources, random_state=random_state,
@@ -165,7 +198,26 @@ class LeadfieldBuilder:
             data = self.load(subject, orientation_type, fname=fname)
         else:
             data = self.simulate(subject, orientation_type)
+        if not data.synthetic:
+            convert_grad_unit(data, self.grad_unit)
         return data if return_metadata else data.leadfield
+
+    def _configured(self, config):
+        """A copy of this builder with the settings of ``config``."""
+        import copy
+
+        _validate_type(config, dict, "config")
+        unknown = sorted(set(config) - set(_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"config has unknown key(s) {unknown}; it may set the builder "
+                f"parameters {list(_CONFIG_KEYS)} (CaliBrain's YAML simulation "
+                "settings are not read: pass info, trans, bem, surfaces instead)"
+            )
+        kwargs = {key: getattr(self, key) for key in _CONFIG_KEYS}
+        kwargs.update(config)
+        kwargs["verbose"] = self.verbose
+        return type(self)(**copy.copy(kwargs))
 
     # ----------------------------------------------------------- random
     def random(
@@ -232,28 +284,54 @@ class LeadfieldBuilder:
                 return found, tried
         return [], tried
 
-    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
-        """Load a leadfield file (see :func:`read_leadfield`)."""
+    def find(self, *names, orientation_type="fixed") -> Path:
+        """The file of ``leadfield_dir`` that :meth:`load` reads for a subject.
+
+        Parameters
+        ----------
+        *names : str
+            The subject's names, tried in turn (e.g. ``"sub-01", "01"``): for
+            each, ``<name>_<orientation_type>_leadfield.npz``, then
+            ``<name>_*leadfield.h5``, then ``<name>[-_]*fwd.fif`` (also with
+            ``sub-`` prepended).
+        orientation_type : "fixed" | "free"
+            The orientation of the ``.npz`` name.
+
+        Returns
+        -------
+        fname : Path
+            The one matching file (several matching files of a name are an
+            error, as is none for every name, listing the folder).
+        """
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
-        if fname is None:
-            if self.leadfield_dir is None:
-                raise ValueError(
-                    "retrieve_mode='load' needs leadfield_dir (or fname=): "
-                    "LeadfieldBuilder(leadfield_dir=...)"
-                )
-            if not self.leadfield_dir.is_dir():
-                raise FileNotFoundError(
-                    f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
-                )
-            found, tried = self._candidates(subject, orientation_type)
-            if not found:
-                raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+        if self.leadfield_dir is None:
+            raise ValueError(
+                "retrieve_mode='load' needs leadfield_dir (or fname=): "
+                "LeadfieldBuilder(leadfield_dir=...)"
+            )
+        if not self.leadfield_dir.is_dir():
+            raise FileNotFoundError(
+                f"leadfield_dir {self.leadfield_dir} does not exist or is not a folder"
+            )
+        tried = []
+        for name in names:
+            found, patterns = self._candidates(name, orientation_type)
+            tried += patterns
             if len(found) > 1:
                 raise ValueError(
-                    f"Several leadfield files match subject {subject!r} in "
-                    f"{self.leadfield_dir}: {[p.name for p in found]}; pass fname="
+                    f"Several leadfield files match subject {names[-1]!r} in "
+                    f"{self.leadfield_dir}: {[p.name for p in found]}; keep one per "
+                    "subject, or pass fname="
                 )
-            fname = found[0]
+            if found:
+                return found[0]
+        raise FileNotFoundError(_missing_message(self.leadfield_dir, tried))
+
+    def load(self, subject, orientation_type="fixed", *, fname=None) -> LeadfieldData:
+        """Load a leadfield file (see :func:`read_leadfield` and :meth:`find`)."""
+        _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
+        if fname is None:
+            fname = self.find(subject, orientation_type=orientation_type)
         data = read_leadfield(fname, orientation_type=orientation_type)
         data.provenance = dict(data.provenance, mode="load", subject=subject)
         return data
@@ -370,6 +448,7 @@ def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
         provenance=_provenance(
             "simulate", subject=subject, fs_subject=subject, engine=fwd.engine,
             mindist_mm=fwd.mindist, conductor=fwd.conductor,
+            sensors=describe_sensors(fwd.info),
             dropped_counts=fwd.dropped["counts"], timings_s=fwd.timings,
             orientation_basis=(
                 "x/y/z of the head frame" if free
@@ -379,4 +458,60 @@ def from_laminar_forward(fwd, *, subject=None, inputs=None) -> LeadfieldData:
         ),  # fmt: skip
     )
     _validate(data, check_finite=False)
+    return data
+
+
+def attach_surface_layout(data: LeadfieldData, surfaces, *, fname=None) -> LeadfieldData:
+    """Check a loaded leadfield against the layer surfaces; give it their layout.
+
+    A leadfield with its own layout (``n_layers > 1``) must have the layers
+    and columns of ``surfaces``; one without (a single "layer") must have
+    ``n_layers * n_columns`` sources, which are then taken as layer-major.
+    The columns get the surfaces' hemispheres and vertex ids.
+
+    Parameters
+    ----------
+    data : LeadfieldData
+        Modified in place.
+    surfaces : LaminarSurfaces | None
+        None: nothing to check.
+    fname : path-like | None
+        The file ``data`` was read from, named in the error.
+
+    Returns
+    -------
+    data : LeadfieldData
+
+    Raises
+    ------
+    ValueError
+        If the layout does not match the surfaces.
+    """
+    if surfaces is None:
+        return data
+    where = f"{fname}" if fname is not None else "The leadfield"
+    want = (surfaces.n_layers, surfaces.n_columns)
+    fix = (
+        " Load the leadfield computed on these layer surfaces (same "
+        "laminar_n_layers and laminar_column_spacing), or recompute the surfaces "
+        "to match it."
+    )
+    if data.n_layers > 1:
+        if (data.n_layers, data.n_columns) != want:
+            raise ValueError(
+                f"{where} has {data.n_layers} layers x {data.n_columns} columns, but "
+                f"the layer surfaces have {want[0]} layers x {want[1]} columns.{fix}"
+            )
+    elif data.n_sources == want[0] * want[1]:
+        data.n_layers, data.n_columns = want
+        data.layer = np.repeat(np.arange(want[0]), want[1])
+        data.column = np.tile(np.arange(want[1]), want[0])
+        data.provenance["layout"] = "layer-major, from the layer surfaces"
+    else:
+        raise ValueError(
+            f"{where} has {data.n_sources} sources and no layer/column layout; the "
+            f"layer surfaces need {want[0]} layers x {want[1]} columns = "
+            f"{want[0] * want[1]} sources (layer-major).{fix}"
+        )
+    data.column_hemi, data.column_vertno = surfaces.hemi, surfaces.vertno
     return data

@@ -14,6 +14,7 @@ from mne.utils import _check_option
 
 from .._conventions import (
     ORIENTATION_TYPES,
+    UNITS,
 )
 from .._version import __version__
 
@@ -100,6 +101,10 @@ class LeadfieldData:
         Why, one per dropped column.
     column_hemi, column_vertno : ndarray, shape (n_columns,) | None
         Hemisphere and FreeSurfer vertex of every column, if known.
+    layer_ids : ndarray of int, shape (n_layers,) | None
+        After a partial read (``read_leadfield(..., layers=)``): the layer of
+        the model that each held layer ``0 .. n_layers - 1`` is (sorted,
+        0 = pial). None when every layer of the model is held.
     """
 
     leadfield: np.ndarray | None = None
@@ -126,6 +131,7 @@ class LeadfieldData:
     dropped_reasons: list = field(default_factory=list)
     column_hemi: np.ndarray | None = None
     column_vertno: np.ndarray | None = None
+    layer_ids: np.ndarray | None = None
 
     # ------------------------------------------------------------ basics
     @property
@@ -225,7 +231,9 @@ class LeadfieldData:
         """Write CaliBrain's npz layout (plus this package's keys), no pickles.
 
         Per-channel metadata are stored as scalars when every channel agrees
-        (as CaliBrain expects), else per channel.
+        (as CaliBrain expects), else per channel: CaliBrain's loader reads one
+        scalar unit per file, so for CaliBrain write a mixed-type leadfield
+        with :meth:`to_calibrain` (one file per channel type).
         """
         from ..bids import atomic_path
 
@@ -261,6 +269,14 @@ class LeadfieldData:
             with open(tmp, "wb") as fid:
                 np.savez(fid, **arrays)
         return fname
+
+    def to_calibrain(self, folder, subject, *, grad_unit="fT/m", free_k=None,
+                     overwrite=False) -> dict:  # fmt: skip
+        """Write CaliBrain files, one per channel type (see :func:`export_calibrain`)."""
+        from ._npz import export_calibrain
+
+        return export_calibrain(self, folder, subject, grad_unit=grad_unit,
+                                free_k=free_k, overwrite=overwrite)  # fmt: skip
 
     def to_forward(self, *, verbose=None):
         """An :class:`mne.Forward` in MNE's SI units (a copy of the matrix).
@@ -314,7 +330,40 @@ def _ch_meta_from_info(info):
     return kinds, units, coils, types
 
 
+def describe_sensors(info, ch_names=None) -> str:
+    """The sensors of (some) channels in words, with counts and coil types.
+
+    E.g. ``"275 CTF axial gradiometer (coil 5001), synthetic gradiometer
+    compensation grade 3"`` or ``"80 Kernel OPM sensor (coil 8201)"``, from
+    MNE's coil definitions (``coil_def.dat``).
+    """
+    from mne.forward._make_forward import _read_coil_defs
+
+    names = info["ch_names"] if ch_names is None else list(ch_names)
+    idx = [info["ch_names"].index(n) for n in names if n in info["ch_names"]]
+    coils = np.array([int(info["chs"][i]["coil_type"]) & 0xFFFF for i in idx], int)
+    descs = {}
+    for d in _read_coil_defs(verbose=False):
+        descs.setdefault(int(d["coil_type"]), d["desc"].split(" size")[0].strip(' "'))
+    descs[int(FIFF.FIFFV_COIL_EEG)] = "EEG electrode"
+    parts = [f"{int((coils == c).sum())} {descs.get(int(c), 'sensor')} (coil {int(c)})"
+             for c in dict.fromkeys(coils.tolist())]  # fmt: skip
+    # the grade in effect is in the upper 16 bits of the MEG coil types (as MNE)
+    grades = {int(info["chs"][i]["coil_type"]) >> 16 for i in idx
+              if info["chs"][i]["kind"] == FIFF.FIFFV_MEG_CH}  # fmt: skip
+    grade = max(grades) if grades else 0
+    if grade:
+        parts.append(f"synthetic gradiometer compensation grade {grade}")
+    return ", ".join(parts)
+
+
 # ============================================================== validation
+def _channel_types() -> set[str]:
+    from mne.io import get_channel_type_constants
+
+    return set(get_channel_type_constants(include_defaults=True))
+
+
 def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
     """Check shapes and values of a LeadfieldData; raise with clear messages."""
     where = _where(fname)
@@ -339,6 +388,11 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
             f"{lf.shape}{hint}"
         )
     n_sens, n_src = lf.shape[:2]
+    if n_sens == 0 or n_src == 0:
+        raise ValueError(
+            f"{where}the leadfield has shape {lf.shape}: it needs at least one "
+            "sensor (rows) and one source (columns)"
+        )
     if data.orientation_type == "free":
         k = lf.shape[2]
         if k not in (2, 3):
@@ -359,6 +413,12 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
         raise ValueError(
             f"{where}src_coords has shape {data.src_coords.shape}: it needs one "
             f"row (x, y, z) per source, i.e. ({n_src}, 3)"
+        )
+    if data.src_coords is not None and not np.all(np.isfinite(data.src_coords)):
+        bad = np.flatnonzero(~np.all(np.isfinite(data.src_coords), axis=1))
+        raise ValueError(
+            f"{where}src_coords has NaN/inf for {len(bad)} source(s) (first: source "
+            f"{int(bad[0])}); every source needs a finite position (head frame, m)"
         )
     if data.src_ori is not None and data.src_ori.shape != (n_src, 3):
         raise ValueError(
@@ -384,6 +444,41 @@ def _validate(data: LeadfieldData, fname=None, *, check_finite=True):
         )
     if len(data.layer) and (data.layer.min() < 0 or data.layer.max() >= data.n_layers):
         raise ValueError(f"{where}layer values must be in [0, {data.n_layers})")
+    have = np.unique(data.layer)
+    if len(have) != data.n_layers:
+        raise ValueError(
+            f"{where}n_layers is {data.n_layers} but the sources hold layer(s) "
+            f"{have.tolist()}: every layer 0..n_layers-1 needs its sources"
+        )
+    if len(data.column) and (
+        data.column.min() < 0 or data.column.max() >= max(int(data.n_columns), 1)
+    ):
+        raise ValueError(
+            f"{where}column values must be in [0, n_columns = {data.n_columns}), got "
+            f"[{int(data.column.min())}, {int(data.column.max())}]"
+        )
+    known = _channel_types()
+    bad_types = sorted(set(map(str, data.ch_types)) - known)
+    if bad_types:
+        raise ValueError(
+            f"{where}unknown channel type(s) {bad_types} in ch_types; expected MNE "
+            "channel types such as 'mag', 'grad', 'eeg' (or 'misc')"
+        )
+    if data.sensor_units is not None:
+        units = _per_channel(data.sensor_units, n_sens, "sensor_units", fname)
+        want = [UNITS[int(u)][3] if int(u) in UNITS else None for u in units]
+        clash = [
+            i for i, (t, w) in enumerate(zip(data.ch_types, want))
+            if w is not None and t in {v[3] for v in UNITS.values()} and t != w
+        ]  # fmt: skip
+        if clash:
+            i = clash[0]
+            raise ValueError(
+                f"{where}{len(clash)} channel(s) have a unit that does not fit their "
+                f"type (first: channel {i} {data.ch_names[i]!r} is "
+                f"{data.ch_types[i]!r} but sensor_units {int(units[i])} is a "
+                f"{want[i]} unit); fix sensor_units or ch_types"
+            )
     if data.info is not None and list(data.info["ch_names"]) != list(data.ch_names):
         raise ValueError(f"{where}info channels differ from ch_names")
     if check_finite:

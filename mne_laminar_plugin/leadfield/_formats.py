@@ -47,13 +47,12 @@ from pathlib import Path
 
 import numpy as np
 from mne.io.constants import FIFF
-from mne.utils import _check_option, _validate_type, logger, verbose, warn
+from mne.utils import _check_option, _validate_type, logger, verbose
 
 from .._conventions import (
     ARBITRARY,
     ORIENTATION_TYPES,
     UNIT_LABELS,
-    UNITS,
 )
 from ._data import (
     LeadfieldData,
@@ -65,154 +64,12 @@ from ._data import (
     _provenance,
     _validate,
 )
-from ._units import si_to_target_units, unit_conversion
+from ._npz import read_npz
+from ._units import convert_grad_unit, si_factors, si_to_target_units
 
 H5_FORMAT = "mne-laminar-leadfield"
 H5_FORMAT_VERSION = 1
 FIF_TAG_LIMIT = 2**31 - 1  # bytes in one FIF tag (int32 size field)
-
-
-# ==================================================================== npz
-def _npz_get(npz, key, fname):
-    try:
-        return npz[key]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise ValueError(
-                f"{fname}: key {key!r} holds a pickled Python object (object "
-                "array), which is never unpickled for safety. Re-save it as a "
-                "plain numeric/string array (omit the key when it is None)."
-            ) from None
-        raise ValueError(f"{fname}: could not read key {key!r}: {exc}") from exc
-
-
-def _read_npz(fname, orientation_type=None):
-    """Read the seed's npz layout (and this package's extra keys)."""
-    fname = Path(fname)
-    try:
-        npz = np.load(fname, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f"{fname} is not a readable .npz file: {exc}") from exc
-    with npz:
-        keys = set(npz.files)
-        if "leadfield" not in keys:
-            raise ValueError(
-                f"{fname} has no 'leadfield' array; keys found: {sorted(keys)}"
-            )
-        get = {k: _npz_get(npz, k, fname) for k in sorted(keys)}
-    lf = get["leadfield"]
-    if lf.dtype.kind not in "fiu":
-        raise ValueError(f"{fname}: 'leadfield' must be numeric, got dtype {lf.dtype}")
-    lf = np.asarray(lf, dtype=np.float64 if lf.dtype.kind in "iu" else lf.dtype)
-    stored_ori = str(get["orientation_type"]) if "orientation_type" in get else None
-    if orientation_type is None:
-        orientation_type = stored_ori or ("free" if lf.ndim == 3 else "fixed")
-    if stored_ori is not None and stored_ori != orientation_type:
-        raise ValueError(
-            f"{fname} holds a {stored_ori} leadfield, but orientation_type="
-            f"{orientation_type!r} was requested"
-        )
-    data = LeadfieldData(leadfield=lf, orientation_type=orientation_type)
-    if lf.ndim not in (2, 3):
-        _validate(data, fname)  # raises the ndim error
-    n_sens, n_src = lf.shape[:2]
-    # --- channel metadata (scalar or per channel)
-    units = get.get("sensor_units")
-    if units is None and "units" in get and get["units"].dtype.kind in "iu":
-        units = get["units"]  # legacy CaliBrain key
-    per = {}
-    for key, val in (
-        ("sensor_kind", get.get("sensor_kind")),
-        ("sensor_units", units),
-        ("sensor_unitmult", get.get("sensor_unitmult")),
-        ("coil_type", get.get("coil_type")),
-    ):
-        if val is not None and val.dtype.kind not in "iuf":
-            raise ValueError(f"{fname}: {key} must be an integer FIFF code")
-        per[key] = _per_channel(val, n_sens, key, fname)
-    ch_units = get.get("ch_units")
-    if units is not None:
-        factors, exps, labels = unit_conversion(per["sensor_units"], per["sensor_unitmult"])
-        if ch_units is not None and list(ch_units.astype(str)) != labels:
-            raise ValueError(f"{fname}: ch_units disagree with sensor_units/unitmult")
-        if not np.all(factors == 1.0):
-            lf = lf.astype(np.float64) if lf.dtype.kind != "f" else lf
-            lf *= factors.reshape((-1,) + (1,) * (lf.ndim - 1)).astype(lf.dtype)
-        per["sensor_unitmult"] = exps
-        data.leadfield = lf
-    elif ch_units is not None:
-        labels = [str(u) for u in ch_units]
-        unknown = sorted(set(labels) - set(UNIT_LABELS) - {ARBITRARY})
-        if unknown:
-            raise ValueError(
-                f"{fname}: unknown units {unknown}; expected "
-                f"{sorted(UNIT_LABELS)} or {ARBITRARY!r}"
-            )
-    else:
-        warn(
-            f"{fname} stores no sensor units (sensor_units); the values are "
-            "returned as stored and labelled 'arbitrary'."
-        )
-        labels = [ARBITRARY] * n_sens
-    data.units = list(labels)
-    data.sensor_kind = _collapse(per["sensor_kind"])
-    data.sensor_units = _collapse(per["sensor_units"])
-    data.sensor_unitmult = _collapse(per["sensor_unitmult"]) if units is not None else None
-    data.coil_type = _collapse(per["coil_type"])
-    if "ch_types" in get:
-        data.ch_types = [str(t) for t in get["ch_types"]]
-    elif per["sensor_units"] is not None:
-        data.ch_types = [UNITS[int(u)][3] for u in per["sensor_units"]]
-    else:
-        data.ch_types = ["misc"] * n_sens
-    data.ch_names = (
-        [str(c) for c in get["ch_names"]]
-        if "ch_names" in get
-        else [f"CH{i:03d}" for i in range(n_sens)]
-    )
-    # --- sources
-    for key in ("src_coords", "src_ori"):
-        if key in get:
-            val = np.asarray(get[key], float)
-            setattr(data, key, val)
-    q = get.get("Q_basis")
-    if q is not None:
-        q = np.asarray(q, float)
-        if orientation_type == "fixed":
-            warn(
-                f"{fname}: Q_basis of shape {q.shape} is ignored for a fixed "
-                "leadfield (it is only meaningful for free orientations)."
-            )
-            q = None
-        elif q.ndim == 2 and lf.ndim == 3 and q.shape == (3, lf.shape[2]):
-            q = np.broadcast_to(q, (n_src, *q.shape)).copy()
-    elif orientation_type == "free" and lf.ndim == 3 and lf.shape[2] == 3:
-        q = np.broadcast_to(np.eye(3), (n_src, 3, 3)).copy()
-    data.Q_basis = q
-    data.n_layers = int(get["n_layers"]) if "n_layers" in get else 1
-    if "layer" in get and "column" in get:
-        data.layer = np.asarray(get["layer"], int)
-        data.column = np.asarray(get["column"], int)
-    else:
-        n_kept = n_src // max(data.n_layers, 1)
-        data.layer = np.repeat(np.arange(data.n_layers), n_kept)
-        data.column = np.tile(np.arange(n_kept), data.n_layers)
-    data.n_columns = int(get["n_columns"]) if "n_columns" in get else (
-        int(data.column.max()) + 1 if len(data.column) else 0
-    )
-    data.synthetic = bool(get["synthetic"]) if "synthetic" in get else False
-    if "dropped_columns" in get:
-        data.dropped_columns = np.asarray(get["dropped_columns"], int)
-        data.dropped_reasons = [str(r) for r in get.get("dropped_reasons", [])]
-    prov = {}
-    if "provenance_json" in get:
-        try:
-            prov = json.loads(str(get["provenance_json"]))
-        except json.JSONDecodeError:
-            prov = {}
-    data.provenance = dict(prov, loaded_from=str(fname), loaded_format="npz")
-    _validate(data, fname)
-    return data
 
 
 # ===================================================================== h5
@@ -227,13 +84,20 @@ def _info_to_bytes(info):
         return path.read_bytes()
 
 
-def _info_from_bytes(raw):
+def _info_from_bytes(raw, fname=None):
     import mne
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lf-info.fif"
         path.write_bytes(bytes(raw))
-        return mne.io.read_info(path, verbose=False)
+        try:
+            return mne.io.read_info(path, verbose=False)
+        except Exception as exc:
+            raise ValueError(
+                f"{fname}: dataset 'info_fif' is not a readable FIF measurement info "
+                f"({type(exc).__name__}); the file is corrupt, re-run the step "
+                "laminar/leadfield"
+            ) from None
 
 
 def fits_in_fif(data: LeadfieldData) -> bool:
@@ -273,7 +137,7 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     """
     import h5py
 
-    from ..bids import atomic_path
+    from ..bids import atomic_group, atomic_path, check_free_space
 
     fname = Path(fname)
     _check_overwrite(fname, overwrite)
@@ -286,49 +150,145 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     chunk_cols = int(max(1, min(n_src, (4 * 2**20) // max(col_bytes, 1))))
     slab = int(max(chunk_cols, (chunk_mb * 2**20) // max(col_bytes, 1) // chunk_cols * chunk_cols))
     str_dt = h5py.string_dtype()
-    with atomic_path(fname) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = H5_FORMAT
-        f.attrs["format_version"] = H5_FORMAT_VERSION
-        f.attrs["orientation_type"] = data.orientation_type
-        f.attrs["n_layers"] = int(data.n_layers)
-        f.attrs["n_columns"] = int(data.n_columns)
-        f.attrs["synthetic"] = bool(data.synthetic)
-        f.attrs["source_order"] = "layer-major: source l * n_kept + k"
-        f.attrs["units_convention"] = (
-            "values in the unit of units[i] per channel: fT/nAm (mag), "
-            "fT/cm/nAm (planar grad), uV/nAm (EEG)"
-        )
-        f.attrs["provenance"] = json.dumps(data.provenance, default=_jsonable)
-        dset = f.create_dataset(
-            "leadfield",
-            shape=lf.shape,
-            dtype=lf.dtype,
-            chunks=(n_sens, chunk_cols, *lf.shape[2:]),
-        )
-        for start in range(0, n_src, slab):
-            dset[:, start : start + slab] = lf[:, start : start + slab]
-        f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
-        f.create_dataset("units", data=list(data.units), dtype=str_dt)
-        f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
-        for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
-            val = getattr(data, key)
-            if val is not None:
-                f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
-        for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
-                    "column_vertno"):  # fmt: skip
-            val = getattr(data, key)
-            if val is not None:
-                f.create_dataset(key, data=np.asarray(val))
-        if data.column_hemi is not None:
-            f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
-        f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
-        f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
-        if data.mri_head_t is not None:
-            f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
-        if data.info is not None:
-            f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
+    # HDF5 cannot recover from a full disk mid-file (h5py crashes closing it):
+    # refuse before writing anything when the matrix and its metadata do not fit
+    meta_bytes = 64 * n_sens * (10 + k) + 200 * n_src + 2**20
+    check_free_space(fname.parent, lf.nbytes + meta_bytes, f"the leadfield {fname.name}")
+    with atomic_group():  # the file and the checksum in its sidecar, together
+        with atomic_path(fname) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = H5_FORMAT
+            f.attrs["format_version"] = H5_FORMAT_VERSION
+            f.attrs["orientation_type"] = data.orientation_type
+            f.attrs["n_layers"] = int(data.n_layers)
+            f.attrs["n_columns"] = int(data.n_columns)
+            f.attrs["synthetic"] = bool(data.synthetic)
+            f.attrs["source_order"] = "layer-major: source l * n_kept + k"
+            f.attrs["units_convention"] = (
+                "values in the unit of units[i] per channel: fT/nAm (mag), "
+                "fT/cm/nAm (planar grad), uV/nAm (EEG)"
+            )
+            f.attrs["provenance"] = json.dumps(data.provenance, default=_jsonable)
+            dset = f.create_dataset(
+                "leadfield",
+                shape=lf.shape,
+                dtype=lf.dtype,
+                chunks=(n_sens, chunk_cols, *lf.shape[2:]),
+            )
+            for start in range(0, n_src, slab):
+                dset[:, start : start + slab] = lf[:, start : start + slab]
+            f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
+            f.create_dataset("units", data=list(data.units), dtype=str_dt)
+            f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
+            for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
+                val = getattr(data, key)
+                if val is not None:
+                    f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
+            for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
+                        "column_vertno"):  # fmt: skip
+                val = getattr(data, key)
+                if val is not None:
+                    f.create_dataset(key, data=np.asarray(val))
+            if data.column_hemi is not None:
+                f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
+            f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
+            f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
+            if data.mri_head_t is not None:
+                f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
+            if data.info is not None:
+                f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
+        _refresh_checksum(fname)
     logger.info(f"Wrote {fname} ({lf.nbytes / 2**20:.1f} MiB leadfield)")
     return fname
+
+
+#: Sidecar key of the SHA-256 of the HDF5 leadfield, verified on reading.
+CHECKSUM_KEY = "LeadfieldSHA256"
+
+
+def with_checksum(side: dict, fname) -> dict:
+    """A leadfield sidecar with the SHA-256 of the HDF5 file (and the RunId of the set).
+
+    Works inside :func:`mne_laminar_plugin.bids.atomic_group` (hashes the
+    file not yet renamed). :func:`read_leadfield` verifies it.
+    """
+    from ..bids import pending, sha256_file
+
+    digest = sha256_file(pending(fname))
+    return dict(side, **{CHECKSUM_KEY: digest, "RunId": digest[:16]})
+
+
+def _refresh_checksum(fname) -> None:
+    """After rewriting an HDF5 leadfield, update the checksum its sidecar holds."""
+    from ..bids import read_json, sidecar, write_json
+
+    side = sidecar(fname)
+    if not side.is_file():
+        return
+    try:
+        meta = read_json(side)
+    except ValueError:
+        return
+    if isinstance(meta, dict) and CHECKSUM_KEY in meta:
+        write_json(side, with_checksum(meta, fname))
+
+
+def _verify_checksum(fname: Path) -> None:
+    """Compare an HDF5 leadfield with the checksum its JSON sidecar stores."""
+    from ..bids import read_json, sha256_file, sidecar
+
+    side = sidecar(fname)
+    if not side.is_file():
+        return
+    try:
+        want = read_json(side).get(CHECKSUM_KEY)
+    except (ValueError, AttributeError):
+        return
+    if want and sha256_file(fname) != want:
+        raise ValueError(
+            f"{fname} does not match the checksum ({CHECKSUM_KEY}) in its sidecar "
+            f"{side.name}: the file changed or was damaged after it was written. "
+            "Re-run the step laminar/leadfield (or restore the file)."
+        )
+
+
+def _h5_attr(f, key, fname, cast):
+    """A required attribute of the HDF5 leadfield, cast, with a clear error."""
+    if key not in f.attrs:
+        raise ValueError(
+            f"{fname} lacks the attribute {key!r} that every {H5_FORMAT} file has; "
+            "the file is incomplete or was not written by this package (re-run the "
+            "step laminar/leadfield)"
+        )
+    val = f.attrs[key]
+    try:
+        if cast is str:
+            return val.decode() if isinstance(val, bytes) else str(val)
+        if cast is bool:
+            if not isinstance(val, bool | np.bool_ | int | np.integer):
+                raise TypeError
+            return bool(val)
+        if isinstance(val, str | bytes) or float(val) != int(val):
+            raise TypeError
+        return int(val)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"{fname}: attribute {key!r} must be {cast.__name__}, got {val!r}"
+        ) from None
+
+
+def _check_declared_size(dset, fname) -> None:
+    """A dataset must fit in its file and in memory before it is allocated."""
+    from .._conventions import check_memory
+
+    need = int(np.prod(dset.shape, dtype=np.float64)) * dset.dtype.itemsize
+    size = Path(fname).stat().st_size
+    if dset.compression is None and need > size:
+        raise ValueError(
+            f"{fname} declares a leadfield of shape {dset.shape} ({need / 2**30:.2f} "
+            f"GiB of {dset.dtype}) but the file holds only {size / 2**20:.1f} MiB: it "
+            "is truncated or corrupt; re-run the step laminar/leadfield"
+        )
+    check_memory(need, f"the leadfield of {fname} (shape {dset.shape})")
 
 
 def _h5_str_list(f, key):
@@ -338,10 +298,17 @@ def _h5_str_list(f, key):
 
 
 def _read_h5(fname, orientation_type=None, layers=None):
+    """Read a ``.h5`` leadfield, optionally only some layers.
+
+    One function on purpose: every dataset is read inside one open h5py
+    file, and the partial-layer read needs the layer index before the
+    others; splitting would pass the open file and the selection around.
+    """
     import h5py
     from mne.transforms import Transform
 
     fname = Path(fname)
+    _verify_checksum(fname)
     try:
         f = h5py.File(fname, "r")
     except OSError as exc:
@@ -352,17 +319,34 @@ def _read_h5(fname, orientation_type=None, layers=None):
                 f"{fname} is not an {H5_FORMAT} file (format attribute "
                 f"{f.attrs.get('format')!r}); keys: {sorted(f.keys())}"
             )
+        version = _h5_attr(f, "format_version", fname, int)
+        if not 1 <= version <= H5_FORMAT_VERSION:
+            raise ValueError(
+                f"{fname} has format_version {version}; this mne-laminar-plugin reads "
+                f"versions 1 to {H5_FORMAT_VERSION}. Update mne-laminar-plugin (a newer "
+                "version wrote it) or re-run the step laminar/leadfield."
+            )
         if "leadfield" not in f:
             raise ValueError(f"{fname} has no 'leadfield' dataset; keys: {sorted(f.keys())}")
-        stored_ori = str(f.attrs["orientation_type"])
-        n_layers = int(f.attrs["n_layers"])
+        if not isinstance(f["leadfield"], h5py.Dataset):
+            raise ValueError(
+                f"{fname}: 'leadfield' is an HDF5 {type(f['leadfield']).__name__}, not a "
+                "dataset (an array of shape (n_channels, n_sources[, K]))"
+            )
+        stored_ori = _h5_attr(f, "orientation_type", fname, str)
+        _check_option(f"orientation_type (attribute of {fname})", stored_ori, ORIENTATION_TYPES)
+        n_layers = _h5_attr(f, "n_layers", fname, int)
         dset = f["leadfield"]
+        _check_declared_size(dset, fname)
         layer = f["layer"][()] if "layer" in f else None
         if layers is not None and layer is not None:
             layers = np.atleast_1d(layers).astype(int)
             bad = layers[(layers < 0) | (layers >= n_layers)]
             if len(bad):
-                raise ValueError(f"layers {bad.tolist()} not in [0, {n_layers})")
+                raise ValueError(
+                    f"{fname}: layers {bad.tolist()} not in [0, {n_layers}) (the file "
+                    f"has {n_layers} layers)"
+                )
             sel = np.flatnonzero(np.isin(layer, layers))
         else:
             sel = None
@@ -399,15 +383,31 @@ def _read_h5(fname, orientation_type=None, layers=None):
         data.column_hemi = None if hemi is None else np.asarray(hemi)
         data.n_layers = n_layers if sel is None else len(np.unique(layer[sel]))
         if sel is not None:  # renumber the selected layers 0..n-1
-            data.layer = np.searchsorted(np.unique(layer[sel]), data.layer)
-        data.n_columns = int(f.attrs["n_columns"])
-        data.synthetic = bool(f.attrs["synthetic"])
+            data.layer_ids = np.unique(layer[sel])
+            data.layer = np.searchsorted(data.layer_ids, data.layer)
+        data.n_columns = _h5_attr(f, "n_columns", fname, int)
+        data.synthetic = _h5_attr(f, "synthetic", fname, bool)
+        if "dropped_columns" not in f:
+            raise ValueError(
+                f"{fname} has no 'dropped_columns' dataset (every file written by "
+                "this package has one, empty when no column is dropped); re-run the "
+                "step laminar/leadfield"
+            )
         data.dropped_columns = np.asarray(f["dropped_columns"][()], int)
         data.dropped_reasons = _h5_str_list(f, "dropped_reasons") or []
         if "mri_head_t" in f:
-            data.mri_head_t = Transform("mri", "head", f["mri_head_t"][()])
+            trans = np.asarray(f["mri_head_t"][()])
+            if (
+                trans.shape != (4, 4) or not np.all(np.isfinite(trans))
+                or not np.allclose(trans[3], [0, 0, 0, 1])
+            ):  # fmt: skip
+                raise ValueError(
+                    f"{fname}: mri_head_t must be a finite 4x4 affine transform "
+                    f"(last row 0 0 0 1), got shape {trans.shape}"
+                )
+            data.mri_head_t = Transform("mri", "head", trans)
         if "info_fif" in f:
-            data.info = _info_from_bytes(f["info_fif"][()].tobytes())
+            data.info = _info_from_bytes(f["info_fif"][()].tobytes(), fname)
         try:
             prov = json.loads(f.attrs.get("provenance", "{}"))
         except json.JSONDecodeError:
@@ -452,6 +452,28 @@ def _sidecar_layout(fname):
     return layout if isinstance(layout, dict) else None
 
 
+def _full_info(fwd_info):
+    """A complete :class:`mne.Info` from a forward's reduced one.
+
+    MNE stores only the channels, transforms and a few ids in a forward; such
+    an Info lacks keys (``events``, ``sfreq`` ...) that writing it needs.
+    """
+    import copy
+
+    import mne
+
+    info = mne.create_info(list(fwd_info["ch_names"]), 1000.0, "misc")
+    with info._unlock():
+        info["chs"] = copy.deepcopy(fwd_info["chs"])
+        info["bads"] = [b for b in fwd_info["bads"] if b in fwd_info["ch_names"]]
+        for key in ("dev_head_t", "comps"):
+            if fwd_info.get(key) is not None:
+                info[key] = copy.deepcopy(fwd_info[key])
+        info._update_redundant()
+    info._check_consistency()
+    return info
+
+
 def _read_fwd(fname, orientation_type="fixed"):
     import mne
 
@@ -478,7 +500,7 @@ def _read_fwd(fname, orientation_type="fixed"):
             "cannot be derived from it"
         )
     gain = np.asarray(fwd["sol"]["data"], dtype=np.float64)
-    info = fwd["info"]
+    info = _full_info(fwd["info"])
     n_ch = gain.shape[0]
     if list(info["ch_names"]) != list(fwd["sol"]["row_names"]):
         info = mne.pick_info(info, [info["ch_names"].index(n) for n in fwd["sol"]["row_names"]])
@@ -525,17 +547,6 @@ def _read_fwd(fname, orientation_type="fixed"):
     return data
 
 
-def _target_to_si_factors(data):
-    units = data.sensor_units
-    if units is None:
-        raise ValueError("to_forward needs sensor units (sensor_units)")
-    units = _per_channel(units, data.n_sensors, "sensor_units")
-    exps = _per_channel(data.sensor_unitmult, data.n_sensors, "sensor_unitmult")
-    factors, _, _ = unit_conversion(units, exps)  # stored -> target
-    si = np.array([UNITS[int(u)][0] for u in units])  # SI -> target
-    return factors / si  # stored -> SI
-
-
 def _to_forward(data: LeadfieldData):
     import mne
     from mne.forward import Forward
@@ -554,7 +565,7 @@ def _to_forward(data: LeadfieldData):
             "(simulated leadfields and files written by this package have them)"
         )
     n_sens, n_src = data.leadfield.shape[:2]
-    to_si = _target_to_si_factors(data)[:, None]
+    to_si = si_factors(data)[:, None]
     if data.orientation_type == "fixed":
         sol = data.leadfield * to_si
         source_ori = FIFF.FIFFV_MNE_FIXED_ORI
@@ -639,7 +650,13 @@ def write_forward_fif(fname, data: LeadfieldData, *, overwrite=False, verbose=No
         )
     fwd = _to_forward(data)
     fname.parent.mkdir(parents=True, exist_ok=True)
-    from ..bids import atomic_path
+    from ..bids import atomic_path, check_free_space
+
+    n_col = data.n_sources * (1 if data.orientation_type == "fixed" else 3)
+    check_free_space(
+        fname.parent, 4 * data.n_sensors * n_col + 400 * data.n_sources + 2**20,
+        f"the forward {fname.name}",
+    )  # fmt: skip
 
     # the temporary name ends with the final one, so MNE accepts it (_fwd.fif)
     with atomic_path(fname) as tmp:
@@ -681,7 +698,7 @@ def leadfield_fname(root, subject, session=None, *, datatype="meg", kind="h5") -
 @verbose
 def read_leadfield(
     fname, subject=None, session=None, *, datatype="meg", orientation_type=None,
-    layers=None, verbose=None,
+    layers=None, grad_unit="fT/cm", verbose=None,
 ):  # fmt: skip
     """Read a leadfield file as :class:`LeadfieldData` (never unpickles).
 
@@ -700,18 +717,41 @@ def read_leadfield(
         orientations can be read as fixed; a fixed file never as free.
     layers : int | list of int | None
         Only these layers (``.h5`` only; read without loading the others).
+    grad_unit : "fT/cm" | "fT/m"
+        Planar gradiometers in this package's fT/cm/nAm (default) or
+        CaliBrain's fT/m/nAm (100 × larger numbers; CaliBrain scales T/m like
+        T). Files in either convention are read correctly: their
+        ``sensor_unitmult`` (−13 or −15 for T/m) says which they hold.
     %(verbose)s
 
     Returns
     -------
     data : LeadfieldData
+
+    Notes
+    -----
+    An ``.npz`` is read lazily: only the keys this package uses are
+    decompressed, each after its header is checked against the archive. A
+    key that would need unpickling (CaliBrain pickles ``info`` and a fixed
+    file's ``Q_basis=None``) is skipped with a warning that names it.
     """
+    data = _read_any(fname, subject, session, datatype, orientation_type, layers)
+    return convert_grad_unit(data, grad_unit)
+
+
+def _read_any(fname, subject, session, datatype, orientation_type, layers):
     _validate_type(fname, "path-like", "fname")
     if subject is not None:
         fname = leadfield_fname(fname, subject, session, datatype=datatype)
     if orientation_type is not None:
         _check_option("orientation_type", orientation_type, ORIENTATION_TYPES)
     fname = Path(fname)
+    if fname.is_dir():
+        raise IsADirectoryError(
+            f"{fname} is a folder, not a leadfield file; pass the file itself "
+            "(.npz, .h5, -fwd.fif)"
+            + ("" if subject is not None else " or, with subject=, the derivative root")
+        )
     if not fname.is_file():
         hint = " It is made by the step laminar/leadfield." if subject is not None else ""
         raise FileNotFoundError(_missing_message(fname) + hint)
@@ -721,7 +761,7 @@ def read_leadfield(
     if layers is not None:
         raise ValueError("layers= is only supported for .h5 leadfield files")
     if name.endswith(".npz"):
-        return _read_npz(fname, orientation_type)
+        return read_npz(fname, orientation_type)
     if name.endswith(("-fwd.fif", "_fwd.fif", "-fwd.fif.gz", "_fwd.fif.gz")):
         return _read_fwd(fname, orientation_type)
     raise ValueError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._conventions import pretty_unit
 from ._data import LeadfieldData
 
 
@@ -116,7 +117,7 @@ def plot_column_norms(data: LeadfieldData, *, title=None, norms=None):
             ax.plot(idx[mask], nrm[mask], ".", ms=2, color=cmap(layer), label=label)
         if np.all(nrm > 0):
             ax.set_yscale("log")
-        ax.set(xlabel="Source index (layer-major)", ylabel=f"Column norm ({_pretty(unit)})")
+        ax.set(xlabel="Source index (layer-major)", ylabel=f"Column norm ({pretty_unit(unit)})")
         ax.legend(loc="upper right", fontsize=7, ncols=min(data.n_layers, 6), markerscale=4)
     axes[0, 0].set_title(title or "Leadfield column norm by layer")
     return fig
@@ -139,7 +140,7 @@ def plot_depth_ratio(data: LeadfieldData, *, norms=None):
         ax.set(
             xlabel="log10(norm deepest / norm pial)",
             ylabel="Columns",
-            title=f"{_pretty(unit)} (median ratio {med:.3g})",
+            title=f"{pretty_unit(unit)} (median ratio {med:.3g})",
         )
     return fig
 
@@ -152,5 +153,3 @@ def _layer_label(layer, n_layers):
     return str(layer)
 
 
-def _pretty(unit):
-    return unit.replace("uV", "µV")

@@ -15,6 +15,8 @@ from typing import Any
 from mne_bids import BIDSPath
 
 from .. import bids
+from .. import leadfield as L
+from .. import surfaces as S
 
 REPORT_TAGS = ("laminar",)
 
@@ -50,12 +52,17 @@ def laminar_cfg(config: SimpleNamespace, subject: str, session: str | None) -> d
     )
 
 
-def ensure_dataset(cfg: SimpleNamespace) -> Path:
-    """Create/update the laminar derivative dataset's top-level files."""
+def source_relpath(cfg: SimpleNamespace) -> str:
+    """The raw BIDS dataset relative to the laminar derivative root."""
     import os
 
-    rel = Path(os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve()))
-    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=rel.as_posix())
+    rel = os.path.relpath(Path(cfg.bids_root).resolve(), Path(cfg.laminar_root).resolve())
+    return Path(rel).as_posix()
+
+
+def ensure_dataset(cfg: SimpleNamespace) -> Path:
+    """Create/update the laminar derivative dataset's top-level files."""
+    return bids.ensure_derivative_dataset(cfg.laminar_root, source_relpath=source_relpath(cfg))
 
 
 def mbp_path(
@@ -74,6 +81,31 @@ def mbp_path(
         check=False,
     )
     return path.update(**update)
+
+
+def source_info_path(
+    cfg: SimpleNamespace,
+    subject: str,
+    session: str | None,
+    *,
+    task: str | None,
+    path_task: str | None = None,
+) -> BIDSPath:
+    """The measurement info MBP's source steps read (one rule for both).
+
+    ``source_info_path_update`` when set, else the cleaned ``rest``/``noise``
+    raw of the noise covariance, else the evoked of ``task``. MBP's
+    ``source/make_forward`` uses its first run's task for both ``task`` and
+    ``path_task`` (the task of the path before the update),
+    ``source/make_inverse`` the first task of the config and no path task.
+    """
+    if cfg.source_info_path_update is not None:
+        update = dict(cfg.source_info_path_update)
+    elif cfg.noise_cov in ("rest", "noise"):
+        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
+    else:
+        update = dict(suffix="ave", task=task)
+    return mbp_path(cfg, subject, session, task=path_task, run=None).update(**update)
 
 
 def fs_path(cfg: SimpleNamespace, *parts: str) -> Path:
@@ -103,9 +135,77 @@ def prep_out_files(
     from mne_bids_pipeline._run import _prep_out_files_path
 
     out = {key: Path(val) for key, val in out_files.items()}
+    gone = [str(path) for path in out.values() if not path.exists()]
+    if gone:
+        raise RuntimeError(
+            "Files this step has just written are gone: " + ", ".join(gone) + ". "
+            "Another run on the same dataset (another config?) changed the laminar "
+            "outputs meanwhile. Run one configuration at a time per dataset (or give "
+            "each its own laminar_deriv_name), then run this step again."
+        )
     return _prep_out_files_path(
         exec_params=exec_params, out_files=out, check_relative=Path(cfg.laminar_root)
     )
+
+
+def _set_aside(path: Path, what: str, error: BaseException) -> Path:
+    """Move an unreadable MBP file aside (kept, never deleted) and say so."""
+    import time
+
+    from mne_bids_pipeline._logging import gen_log_kwargs, logger
+
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    path.replace(aside)
+    logger.warning(
+        **gen_log_kwargs(
+            message=f"{what} {path} could not be read ({type(error).__name__}: "
+            f"{error}), probably because a run was killed while saving it. It was "
+            f"moved to {aside} and a new one is started: the laminar steps rebuild "
+            "their sections; re-run MBP's own steps to rebuild theirs, then delete "
+            f"{aside.name}."
+        )
+    )
+    return aside
+
+
+def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
+    """Set aside MBP's report HDF5 files and log workbook when they are corrupt.
+
+    A run killed while MBP saves ``sub-XX_report.h5`` or
+    ``task-<tasks>_log.xlsx`` leaves a file that every later step fails to
+    open. Called before a laminar step runs with ``(cfg, subject, session)``
+    of each run; returns the files moved aside.
+    """
+    import zipfile
+
+    from filelock import FileLock
+    from mne_bids_pipeline._report import _report_path
+
+    moved = []
+    for cfg, subject, session in cfgs:
+        fname = _report_path(cfg=cfg, subject=subject, session=session).fpath
+        if Path(fname).is_file():
+            import mne
+
+            # MBP holds this lock while it reads and saves the report: never
+            # judge a file another run is writing
+            with FileLock(f"{fname}.lock"):
+                try:
+                    mne.open_report(fname)
+                except Exception as exc:
+                    moved.append(_set_aside(Path(fname), "MBP's report file", exc))
+    all_tasks = "+".join(map(str, getattr(config, "all_tasks", []) or []))
+    log = Path(config.deriv_root) / f"task-{all_tasks}_log.xlsx"
+    if all_tasks and log.is_file():
+        with FileLock(log.with_suffix(log.suffix + ".lock")):  # MBP's save_logs lock
+            try:
+                with zipfile.ZipFile(log) as zf:
+                    bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"member {bad} is corrupt")
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                moved.append(_set_aside(log, "MBP's log workbook", exc))
+    return moved
 
 
 def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> None:
@@ -120,6 +220,10 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
         logger.info(**gen_log_kwargs(message=reason))
         return
     ss = _get_ss(config=config)
+    recover_mbp_files(
+        config,
+        [(get_config(config=config, subject=sub, session=ses), sub, ses) for sub, ses in ss],
+    )
     with get_parallel_backend(config.exec_params):
         parallel, run_func = parallel_func(
             step_func, exec_params=config.exec_params, n_iter=len(ss)
@@ -135,3 +239,52 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
         )
     # save_logs finds the step from the caller's frame (a file under steps/)
     save_logs(config=config, logs=logs)
+
+
+# ------------------------------------------- inputs shared by the laminar steps
+
+
+def surface_files(cfg, subject, session) -> dict[str, Path]:
+    return S.saved_fnames(
+        cfg.laminar_root, subject, session, cfg.laminar_column_spacing, pial=True
+    )
+
+def leadfield_file(cfg, subject, session) -> Path:
+    """The leadfield written by laminar/_02_leadfield (HDF5)."""
+    return L.leadfield_fname(
+        cfg.laminar_root, subject, session, datatype=cfg.datatype, kind="h5"
+    )
+
+def cov_files(cfg, subject, session) -> dict[str, Path]:
+    """MBP's noise covariance, the info it goes with and its rank, if they exist."""
+    if not cfg.laminar_predictors_whiten or cfg.noise_cov == "ad-hoc":
+        return {}
+    from mne_bids_pipeline._config_utils import get_noise_cov_bids_path
+
+    cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
+    if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
+        cov = cov.copy().update(processing="custom")
+    # the info MBP's source/make_inverse uses with the noise covariance
+    info = source_info_path(cfg, subject, session, task=cfg.all_tasks[0])
+    rank = cov.copy().update(suffix="rank", extension=".json")
+    files = {}
+    if cov.fpath.is_file() and info.fpath.is_file():
+        files = {"cov": cov.fpath, "cov_info": info.fpath}
+        if rank.fpath.is_file():
+            files["cov_rank"] = rank.fpath
+    return files
+
+def read_whitener(cfg, in_files):
+    """Noise covariance, info and rank for whitening, or Nones."""
+    import mne
+
+    if "cov" not in in_files:
+        return None, None, None
+    cov = mne.read_cov(in_files.pop("cov"), verbose="error")
+    info = mne.io.read_info(in_files.pop("cov_info"), verbose="error")
+    rank = None
+    if "cov_rank" in in_files:
+        from mne_bids_pipeline._io import _read_json
+
+        rank = _read_json(in_files.pop("cov_rank"))
+    return cov, info, rank

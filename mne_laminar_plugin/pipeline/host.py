@@ -26,9 +26,7 @@ import pluggy
 
 PROJECT_NAME = "mne_bids_pipeline"
 ENTRY_POINT_GROUP = "mne_bids_pipeline.plugins"
-#: The MBP minor series whose private API this host is written against.
-SUPPORTED_MBP = ((1, 10), (1, 11))  # >= 1.10, < 1.11
-SUPPORTED_MBP_STR = ">=1.10,<1.11"
+DIST_NAME = "mne-laminar-plugin"
 #: (module, attribute) pairs of MBP's private API that the host relies on.
 MBP_HOOK_POINTS = (
     ("mne_bids_pipeline._config_utils", "_get_step_modules"),
@@ -36,6 +34,8 @@ MBP_HOOK_POINTS = (
     ("mne_bids_pipeline._main", "main"),
     ("mne_bids_pipeline._config", "__annotations__"),
     ("mne_bids_pipeline._config_import", "_import_config"),
+    ("mne_bids_pipeline._config_import", "_check_misspellings_removals"),
+    ("mne_bids_pipeline._config_import", "_handle_config_error"),
     ("mne_bids_pipeline._run", "failsafe_run"),
     ("mne_bids_pipeline._run", "save_logs"),
     ("mne_bids_pipeline._run", "_prep_out_files"),
@@ -124,16 +124,47 @@ def _parse_version(version: str) -> tuple[int, int]:
     return tuple(parts)  # type: ignore[return-value]
 
 
+def supported_mbp() -> tuple[tuple[int, int], tuple[int, int], str]:
+    """The MBP series whose private API this host is written against.
+
+    Read from this distribution's own requirement on ``mne-bids-pipeline``
+    (``pyproject.toml``, the one place it is written): ``(lower, upper,
+    specifier)`` with ``lower <= (major, minor) < upper``.
+    """
+    import re
+
+    try:
+        requires = importlib.metadata.requires(DIST_NAME) or []
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        raise PluginError(
+            f"{DIST_NAME} is not installed (no distribution metadata): install it "
+            "(pip install -e .) so the supported mne-bids-pipeline range is known"
+        ) from None
+    for req in requires:
+        m = re.fullmatch(r"\s*mne[-_]bids[-_]pipeline\s*\(?([^;)]*)\)?\s*", req)
+        if m:
+            break
+    else:  # pragma: no cover
+        raise PluginError(f"{DIST_NAME} declares no mne-bids-pipeline requirement")
+    bounds = dict(re.findall(r"(>=|<)\s*([0-9][0-9.]*)", m.group(1)))
+    if set(bounds) != {">=", "<"}:  # pragma: no cover
+        raise PluginError(
+            f"{DIST_NAME}'s requirement {req!r} must give a range '>=X.Y,<X.Z'"
+        )
+    spec = f">={bounds['>=']},<{bounds['<']}"
+    return _parse_version(bounds[">="]), _parse_version(bounds["<"]), spec
+
+
 def check_mbp_version(version: str | None = None) -> str:
     """Raise if the installed MBP is outside the supported series."""
     version = mbp_version() if version is None else version
-    lo, hi = SUPPORTED_MBP
+    lo, hi, spec = supported_mbp()
     if not lo <= _parse_version(version) < hi:
         raise PluginError(
             f"mne-bids-pipeline {version} is installed, but the MBP plugin host "
-            f"supports mne-bids-pipeline{SUPPORTED_MBP_STR} only (it hooks MBP's "
+            f"supports mne-bids-pipeline{spec} only (it hooks MBP's "
             "private step registry and config). Install a supported version, e.g. "
-            f"pip install 'mne-bids-pipeline{SUPPORTED_MBP_STR}'."
+            f"pip install 'mne-bids-pipeline{spec}'."
         )
     return version
 
@@ -211,7 +242,17 @@ class PluginHost:
         out = []
         caller = getattr(self.pm.hook, hook_name)
         for impl in caller.get_hookimpls():
-            out.append((self._plugin_name(impl.plugin), impl.function(**kwargs)))
+            name = self._plugin_name(impl.plugin)
+            try:
+                result = impl.function(**kwargs)
+            except Exception as exc:
+                where = self.sources.get(name, "")
+                raise PluginError(
+                    f"MBP plugin {name!r}" + (f" ({where})" if where else "")
+                    + f": its hook {hook_name} raised {type(exc).__name__}: {exc}. "
+                    "Fix or uninstall that package."
+                ) from exc
+            out.append((name, result))
         return out
 
     # ------------------------------------------------------- stages, options
@@ -306,6 +347,7 @@ class PluginHost:
         stages = self.stages()
         options = self.options()
         _install_options({name: opt for name, (_, opt) in options.items()})
+        _install_misspelling_check(sorted(options))
         _install_stages([group for _, group in stages.values()])
 
 
@@ -339,6 +381,44 @@ def _install_options(options: dict[str, ConfigOption]) -> None:
         setattr(_config, name, opt.default)
         annotations[name] = opt.annotation
         added.add(name)
+
+
+def _install_misspelling_check(plugin_names: list[str]) -> None:
+    """Catch near-duplicates of plugin options that MBP's own check lets through.
+
+    MBP reports a config name close to a valid one only when that valid name
+    is not set too, so ``laminar_n_layer = 5`` beside ``laminar_n_layers = 11``
+    would be ignored silently. For the plugins' options, the misspelling is
+    reported (as MBP does, honouring ``config_validation``) in both cases.
+    """
+    import difflib
+
+    from mne_bids_pipeline import _config_import
+
+    orig = getattr(
+        _config_import._check_misspellings_removals, _ORIG_ATTR,
+        _config_import._check_misspellings_removals,
+    )  # fmt: skip
+    names = list(plugin_names)
+
+    def _check_misspellings_removals(*, valid_names, user_names, config_validation):
+        orig(valid_names=valid_names, user_names=user_names,
+             config_validation=config_validation)  # fmt: skip
+        for user_name in user_names:
+            if user_name in valid_names:
+                continue
+            match = difflib.get_close_matches(user_name, names, n=1, cutoff=0.85)
+            if match and match[0] in user_names:
+                _config_import._handle_config_error(
+                    f"Found a variable named {user_name!r} in your custom config, "
+                    f"which is not an option but is close to the option {match[0]!r}, "
+                    f"also set: {user_name!r} is ignored. Remove or rename it (or "
+                    "set config_validation to 'warn' or 'ignore').",
+                    config_validation,
+                )
+
+    setattr(_check_misspellings_removals, _ORIG_ATTR, orig)
+    _config_import._check_misspellings_removals = _check_misspellings_removals
 
 
 def _install_stages(groups: list[StepGroup]) -> None:

@@ -12,18 +12,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from annotated_types import Ge
+from annotated_types import Ge, Gt, Le
+from pydantic import AfterValidator
+
+from .. import bids
+from ..forward._forward import MAX_PLAUSIBLE_MINDIST
+from ..predictors import score_weights
 
 from .._conventions import (
+    MIN_LAYERS,
     COLUMN_ORIENTATIONS,
     CORTEX_MASKS,
     FORWARD_ENGINES,
+    INVERSE_METHODS,
     LAYER_METHODS,
     LEADFIELD_MODES,
     ORIENTATION_TYPES,
     SCALP_SOURCES,
 )
 from .host import ConfigOption
+
+
+def _deriv_name(name: str) -> str:
+    return bids.check_deriv_name(name, "laminar_deriv_name")
+
+
+def _score_weights(weights):
+    if weights is not None:
+        score_weights(weights, "laminar_score_weights")
+    return weights
+
 
 OPTIONS: dict[str, ConfigOption] = {
     # ---------------------------------------------------------------- stage
@@ -33,9 +51,10 @@ OPTIONS: dict[str, ConfigOption] = {
         "Run the laminar stage; False skips every laminar step.",
     ),
     "laminar_deriv_name": ConfigOption(
-        str,
+        Annotated[str, AfterValidator(_deriv_name)],
         "mne-laminar",
-        "Folder under <bids_root>/derivatives/ for the laminar derivatives.",
+        "Folder under <bids_root>/derivatives/ for the laminar derivatives: a "
+        "plain folder name, not MBP's (mne-bids-pipeline) or freesurfer.",
     ),
     "laminar_offline_mode": ConfigOption(
         bool,
@@ -45,7 +64,7 @@ OPTIONS: dict[str, ConfigOption] = {
     ),
     # ------------------------------------------------------ layer surfaces
     "laminar_n_layers": ConfigOption(
-        Annotated[int, Ge(2)],
+        Annotated[int, Ge(MIN_LAYERS)],
         11,
         "Number of layer surfaces from pial (layer 0) to white (last layer).",
     ),
@@ -56,10 +75,18 @@ OPTIONS: dict[str, ConfigOption] = {
         "'equivolume' (Bok's area-weighted depth, per vertex).",
     ),
     "laminar_column_spacing": ConfigOption(
-        Literal["oct4", "oct5", "oct6", "ico3", "ico4", "ico5", "all"],
+        Literal["oct4", "oct5", "oct6", "ico3", "ico4", "ico5", "all", "lameg"],
         "oct6",
         "Column subsampling on ?h.sphere, identical vertex ids at every depth "
-        "('all' keeps every cortical vertex).",
+        "('all' keeps every cortical vertex; 'lameg': the columns of the laMEG "
+        "layer set of laminar_lameg_layers).",
+    ),
+    "laminar_lameg_layers": ConfigOption(
+        str | None,
+        None,
+        "A laMEG layer folder (surf/laminar, decimated 'ds' set) used instead of "
+        "building the layers; '{subjects_dir}' and '{subject}' are replaced by "
+        "the FreeSurfer ones. Needs laminar_column_spacing = 'lameg'.",
     ),
     "laminar_orientation": ConfigOption(
         Literal[COLUMN_ORIENTATIONS],
@@ -99,15 +126,15 @@ OPTIONS: dict[str, ConfigOption] = {
         "orientation) or 'free' (three components per source).",
     ),
     "laminar_random_seed": ConfigOption(
-        int | None,
+        Annotated[int, Ge(0)] | None,
         None,
         "Seed of laminar_leadfield_mode='random' (None: MBP's random_state).",
     ),
     "laminar_skull_margin": ConfigOption(
-        Annotated[float, Ge(0)] | None,
+        Annotated[float, Ge(0), Le(MAX_PLAUSIBLE_MINDIST)] | None,
         None,
         "Columns with any layer closer than this (mm) to the inner skull are "
-        "dropped in every layer (None: MBP's mindist).",
+        "dropped in every layer (None: MBP's mindist); at most 30 mm.",
     ),
     "laminar_forward_engine": ConfigOption(
         Literal[FORWARD_ENGINES],
@@ -134,7 +161,7 @@ OPTIONS: dict[str, ConfigOption] = {
         "'label/lh.<name>.label' in the subject) or '<atlas>:<hemi>.<name>'.",
     ),
     "laminar_score_weights": ConfigOption(
-        dict[str, float] | None,
+        Annotated[dict[str, float] | None, AfterValidator(_score_weights)],
         None,
         "Weights of the z-scored predictors in the anatomical score (None: "
         "all 1; keys thickness, lf_rms_diff, radiality, distance).",
@@ -153,12 +180,72 @@ OPTIONS: dict[str, ConfigOption] = {
         "types are never summed); 'auto': mag if present (CTF axial gradiometers "
         "are 'mag' in MNE), else grad, else eeg.",
     ),
+    # -------------------------------------------------- accuracy simulation
+    "laminar_accuracy_enable": ConfigOption(
+        bool,
+        False,
+        "Run laminar/accuracy: simulate a source on every layer of every column "
+        "(Szul et al. 2025), per-layer MSP model comparison, per-column accuracy, "
+        "error and bias, and the cross-validated AUC of the predictors.",
+    ),
+    "laminar_accuracy_snr_db": ConfigOption(
+        float | Sequence[float],
+        -20.0,
+        "SNR (dB, SPM's definition) of the accuracy simulation; a list runs an SNR "
+        "sweep (the paper: -20).",
+    ),
+    "laminar_accuracy_random_state": ConfigOption(
+        int,
+        0,
+        "Seed of the accuracy simulation's noise (results do not depend on n_jobs).",
+    ),
     "laminar_group_template": ConfigOption(
         str,
         "fsaverage",
         "FreeSurfer template subject (in subjects_dir, never downloaded) the "
         "group step maps every subject's score to (nearest vertex on "
         "?h.sphere.reg); skipped with a message when it is missing.",
+    ),
+    # ---------------------------------------------------- model comparison
+    "laminar_layer_comparison": ConfigOption(
+        bool,
+        True,
+        "Run laminar/model_comparison: free energy of one model per layer at "
+        "the best-score column and at every ROI prior, on MBP's evoked data.",
+    ),
+    "laminar_comparison_method": ConfigOption(
+        Literal[INVERSE_METHODS],
+        "msp",
+        "Layer model: 'msp' (a Gaussian patch at the prior column) or 'ebb' "
+        "(empirical Bayes beamformer prior over the whole layer).",
+    ),
+    "laminar_comparison_woi": ConfigOption(
+        tuple[float, float] | None,
+        None,
+        "Time window (s) of the whole-window comparison (None: every sample "
+        "of the evoked).",
+    ),
+    "laminar_patch_fwhm": ConfigOption(
+        Annotated[float, Gt(0)],
+        5.0,
+        "FWHM (mm) of the MSP patch: Gaussian over geodesic distance within a layer.",
+    ),
+    "laminar_temporal_modes": ConfigOption(
+        Annotated[int, Ge(1)],
+        4,
+        "Temporal modes of the whole-window comparison (sliding windows use 1, "
+        "as laMEG).",
+    ),
+    "laminar_sliding_windows": ConfigOption(
+        tuple[Annotated[float, Gt(0)], Annotated[float, Gt(0)] | None] | None,
+        (50.0, 10.0),
+        "Sliding-window comparison (MSP only) over the whole evoked: (width_ms, "
+        "step_ms), step None = every sample; None: no sliding windows.",
+    ),
+    "laminar_comparison_conditions": ConfigOption(
+        Sequence[str] | None,
+        None,
+        "Conditions of MBP's evoked file to compare layers on (None: all).",
     ),
 }
 

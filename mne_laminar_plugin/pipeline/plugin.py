@@ -36,8 +36,16 @@ def mbp_patch(mbp_version: str) -> None:
     fsaverage is not complete in ``subjects_dir``. With ``laminar_offline_mode``
     set, the step is skipped instead (with a log message). The step's
     ``main`` runs in the main process, so patching it here is enough.
+
+    Also routes MBP's 3D report figures (coregistration, source estimates)
+    through the run's rendering path, so that they work without a display
+    (:func:`mne_laminar_plugin.pipeline._mbp_3d.patch_mbp_3d_steps`).
     """
     from mne_bids_pipeline.steps.source import _99_group_average as step
+
+    from ._mbp_3d import patch_mbp_3d_steps
+
+    patch_mbp_3d_steps(mbp_version)
 
     if getattr(step.main, "__mne_laminar_offline__", False):
         return

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from mne.utils import _check_option, logger, verbose
 
-from .._conventions import UNITS, check_n_layers
+from .._conventions import LABEL_SI_FACTORS, check_n_layers
 
 #: MNE's SI leadfield units (e.g. of a LaminarForward's gain), per FIFF unit.
 _SI_LABELS = {112: "T/Am", 201: "T/m/Am", 107: "V/Am"}
@@ -27,18 +27,24 @@ def _norm_unit(unit: str) -> str:
 
 def _physical_units() -> list[str]:
     """Leadfield unit labels that have an SI factor (library and SI labels)."""
-    return [label for _, _, label, _ in UNITS.values()] + list(_SI_LABELS.values())
+    return list(LABEL_SI_FACTORS) + list(_SI_LABELS.values())
+
+
+def can_whiten(leadfield) -> bool:
+    """Whether a leadfield can be noise-whitened: physical units, not synthetic."""
+    units = getattr(leadfield, "units", None) or []
+    return not getattr(leadfield, "synthetic", False) and set(units) <= set(_physical_units())
 
 
 def _unit_to_si(unit: str) -> float | None:
     """Factor from a leadfield unit label to MNE's SI units, or None if unknown.
 
     The library units and their SI factors come from
-    :data:`mne_laminar_plugin.leadfield.UNITS` (the one place of the
+    :data:`mne_laminar_plugin._conventions.LABEL_SI_FACTORS` (the one place of the
     conversion); SI labels give 1.
     """
     key = _norm_unit(unit)
-    for si_to_target, _, label, _ in UNITS.values():
+    for label, si_to_target in LABEL_SI_FACTORS.items():
         if _norm_unit(label) == key:
             return 1.0 / si_to_target
     if key in {_norm_unit(lab) for lab in _SI_LABELS.values()}:
@@ -57,7 +63,7 @@ class _LF:
     info: Any = None
     columns: np.ndarray | None = None  # kept column ids (into the surfaces)
     n_columns: int | None = None  # columns of the surfaces (before dropping)
-    loaded_layers: list | None = None  # layers of the model held (partial read)
+    loaded_layers: list | None = None  # layers of the model held (partial read, sorted)
     hemi: np.ndarray | None = None  # per model column, if known
     vertno: np.ndarray | None = None
 
@@ -81,6 +87,10 @@ def _info_units(info) -> list[str] | None:
 
 def _leadfield_parts(leadfield: Any) -> _LF:
     """Array, channel names/types/units and column ids of a leadfield object.
+
+    Long on purpose: the one adaptor of every accepted leadfield type
+    (LeadfieldData, MNE Forward, arrays), so that no other function branches
+    on the type.
 
     Accepts a ``LeadfieldData`` (attribute ``leadfield``, library units per
     channel in ``units``), this package's ``LaminarForward`` (attribute
@@ -126,7 +136,7 @@ def _leadfield_parts(leadfield: Any) -> _LF:
         except (TypeError, AttributeError):  # LeadfieldData without column ids
             columns = None
         n_columns = getattr(leadfield, "n_columns", None) or None
-        loaded = (getattr(leadfield, "provenance", None) or {}).get("loaded_layers")
+        loaded = getattr(leadfield, "layer_ids", None)
         l_hemi = getattr(leadfield, "column_hemi", getattr(leadfield, "hemi", None))
         l_vert = getattr(leadfield, "column_vertno", getattr(leadfield, "vertno", None))
         if (
@@ -229,6 +239,104 @@ def _resolve_whitener(
     return W, rows, f"whitening matrix ({W.shape[0]} x {W.shape[1]})"
 
 
+def _raw_channels(lf, ch_type):
+    """Rows of one channel type (or all, sharing one unit), in raw units."""
+    if lf.ch_types is None:
+        if ch_type not in (None, "all"):
+            raise ValueError(
+                f"ch_type={ch_type!r} needs channel types: use a LeadfieldData"
+            )
+        rows = np.arange(lf.G.shape[0])
+        used_type = "all"
+    else:
+        if ch_type == "all":
+            used_type = "all"
+            rows = np.arange(lf.G.shape[0])
+        else:
+            used_type = _default_ch_type(lf.ch_types) if ch_type is None else ch_type
+            rows = np.flatnonzero(lf.ch_types == used_type)
+            if rows.size == 0:
+                raise ValueError(
+                    f"ch_type={used_type!r}: the leadfield has no such channel "
+                    f"(types: {sorted(set(lf.ch_types.tolist()))})"
+                )
+    units = None if lf.units is None else sorted(set(lf.units[rows].tolist()))
+    if units is not None and len(units) > 1:
+        raise ValueError(
+            f"The selected channels have different units {units}: raw units are "
+            "never summed; pick one ch_type or give a whitener/noise covariance"
+        )
+    if lf.units is None and lf.ch_types is not None and len(set(lf.ch_types[rows])) > 1:
+        raise ValueError(
+            "The selected channels are of several types without units: pick one "
+            "ch_type or give a whitener"
+        )
+    unit = units[0] if units else "arbitrary"
+    scale = None
+    desc = f"{used_type} channels ({rows.size}), {unit}"
+    return rows, scale, unit, used_type, desc
+
+
+def _whitened_channels(lf, ch_type, whitener, info, rank):
+    """Rows and the noise-whitening matrix (per nAm) applied to them."""
+    if lf.ch_types is not None and ch_type not in (None, "all"):
+        rows = np.flatnonzero(lf.ch_types == ch_type)
+        if rows.size == 0:
+            raise ValueError(f"ch_type={ch_type!r}: the leadfield has no such channel")
+        used_type = ch_type
+    else:
+        rows = np.arange(lf.G.shape[0])
+        used_type = "all"
+    W, rows, wdesc = _resolve_whitener(whitener, lf, rows, info, rank)
+    if lf.units is None:
+        si = np.ones(len(rows))
+    else:
+        si = np.array([_unit_to_si(u) or np.nan for u in lf.units[rows]])
+        if not np.isfinite(si).all():
+            bad = sorted(set(lf.units[rows][~np.isfinite(si)].tolist()))
+            raise ValueError(
+                f"Cannot whiten: the leadfield unit(s) {bad} have no SI factor "
+                "(a synthetic/random leadfield has no physical units); compute "
+                "per channel type instead (whitener=None)"
+            )
+    # W (1/SI data) @ G_SI (SI/(A*m)) -> 1/(A*m); * 1e-9 -> per nAm
+    scale = W * (si * 1e-9)[np.newaxis, :]
+    unit = "1/nAm"
+    desc = f"noise-whitened with {wdesc}, {used_type} channels; noise SD per nAm"
+    return rows, scale, unit, used_type, desc
+
+
+def _rms_diff(G, rows, scale, n_layers):
+    """RMS over the rows of deepest minus pial, per column (NaN where dropped)."""
+    n_ch, n_src = G.shape[:2]
+    n_col = n_src // n_layers
+    out = np.empty(n_col)
+    deep0 = (n_layers - 1) * n_col
+    chunk = max(1, int(4_000_000 // max(n_ch, 1)))
+    for start in range(0, n_col, chunk):
+        stop = min(start + chunk, n_col)
+        pial = np.asarray(G[:, start:stop], float)[rows]
+        deep = np.asarray(G[:, deep0 + start : deep0 + stop], float)[rows]
+        diff = deep - pial
+        if scale is not None:
+            diff = np.tensordot(scale, diff, axes=(1, 0))
+        sq = diff**2
+        if sq.ndim == 3:  # free orientation: squared norm over components
+            sq = sq.sum(axis=2)
+            pial = np.abs(pial).sum(axis=2)
+            deep = np.abs(deep).sum(axis=2)
+        val = np.sqrt(sq.mean(axis=0))
+        dropped = (
+            ~(pial != 0).any(axis=0)
+            | ~(deep != 0).any(axis=0)
+            | ~np.isfinite(pial).all(axis=0)
+            | ~np.isfinite(deep).all(axis=0)
+        )
+        val[dropped] = np.nan
+        out[start:stop] = val
+    return out
+
+
 @verbose
 def leadfield_rms_diff(
     leadfield: Any,
@@ -308,93 +416,19 @@ def leadfield_rms_diff(
         )
     if ch_type is not None:
         _check_option("ch_type", ch_type, ("mag", "grad", "eeg", "all"))
-    # ------------------------------------------------------------ channels
     if whitener is None:
-        if lf.ch_types is None:
-            if ch_type not in (None, "all"):
-                raise ValueError(
-                    f"ch_type={ch_type!r} needs channel types: use a LeadfieldData"
-                )
-            rows = np.arange(n_ch)
-            used_type = "all"
-        else:
-            if ch_type == "all":
-                used_type = "all"
-                rows = np.arange(n_ch)
-            else:
-                used_type = _default_ch_type(lf.ch_types) if ch_type is None else ch_type
-                rows = np.flatnonzero(lf.ch_types == used_type)
-                if rows.size == 0:
-                    raise ValueError(
-                        f"ch_type={used_type!r}: the leadfield has no such channel "
-                        f"(types: {sorted(set(lf.ch_types.tolist()))})"
-                    )
-        units = None if lf.units is None else sorted(set(lf.units[rows].tolist()))
-        if units is not None and len(units) > 1:
-            raise ValueError(
-                f"The selected channels have different units {units}: raw units are "
-                "never summed; pick one ch_type or give a whitener/noise covariance"
-            )
-        if lf.units is None and lf.ch_types is not None and len(set(lf.ch_types[rows])) > 1:
-            raise ValueError(
-                "The selected channels are of several types without units: pick one "
-                "ch_type or give a whitener"
-            )
-        unit = units[0] if units else "arbitrary"
-        scale = None
+        rows, scale, unit, used_type, desc = _raw_channels(lf, ch_type)
         method = "channel_type"
-        desc = f"{used_type} channels ({rows.size}), {unit}"
     else:
-        if lf.ch_types is not None and ch_type not in (None, "all"):
-            rows = np.flatnonzero(lf.ch_types == ch_type)
-            if rows.size == 0:
-                raise ValueError(f"ch_type={ch_type!r}: the leadfield has no such channel")
-            used_type = ch_type
-        else:
-            rows = np.arange(n_ch)
-            used_type = "all"
-        W, rows, wdesc = _resolve_whitener(whitener, lf, rows, info, rank)
-        if lf.units is None:
-            si = np.ones(len(rows))
-        else:
-            si = np.array([_unit_to_si(u) or np.nan for u in lf.units[rows]])
-            if not np.isfinite(si).all():
-                bad = sorted(set(lf.units[rows][~np.isfinite(si)].tolist()))
-                raise ValueError(
-                    f"Cannot whiten: the leadfield unit(s) {bad} have no SI factor "
-                    "(a synthetic/random leadfield has no physical units); compute "
-                    "per channel type instead (whitener=None)"
-                )
-        # W (1/SI data) @ G_SI (SI/(A*m)) -> 1/(A*m); * 1e-9 -> per nAm
-        scale = W * (si * 1e-9)[np.newaxis, :]
-        unit = "1/nAm"
+        rows, scale, unit, used_type, desc = _whitened_channels(lf, ch_type, whitener, info, rank)
         method = "whitened"
-        desc = f"noise-whitened with {wdesc}, {used_type} channels; noise SD per nAm"
-    # ------------------------------------------------------------- compute
-    out = np.empty(n_col)
-    deep0 = (n_layers - 1) * n_col
-    chunk = max(1, int(4_000_000 // max(n_ch, 1)))
-    for start in range(0, n_col, chunk):
-        stop = min(start + chunk, n_col)
-        pial = np.asarray(G[:, start:stop], float)[rows]
-        deep = np.asarray(G[:, deep0 + start : deep0 + stop], float)[rows]
-        diff = deep - pial
-        if scale is not None:
-            diff = np.tensordot(scale, diff, axes=(1, 0))
-        sq = diff**2
-        if sq.ndim == 3:  # free orientation: squared norm over components
-            sq = sq.sum(axis=2)
-            pial = np.abs(pial).sum(axis=2)
-            deep = np.abs(deep).sum(axis=2)
-        val = np.sqrt(sq.mean(axis=0))
-        dropped = (
-            ~(pial != 0).any(axis=0)
-            | ~(deep != 0).any(axis=0)
-            | ~np.isfinite(pial).all(axis=0)
-            | ~np.isfinite(deep).all(axis=0)
-        )
-        val[dropped] = np.nan
-        out[start:stop] = val
+    out = _rms_diff(G, rows, scale, n_layers)
+    sensors = None
+    if lf.info is not None:
+        from ..leadfield._data import describe_sensors
+
+        sensors = describe_sensors(lf.info, [lf.ch_names[i] for i in rows])
+        desc += f"; sensors: {sensors}"
     if len(G.shape) == 3:
         desc += f"; free orientation: norm over {G.shape[2]} components"
     n_nan = int(np.isnan(out).sum())
@@ -406,6 +440,7 @@ def leadfield_rms_diff(
         method=method,
         ch_type=used_type,
         n_channels=int(len(rows)) if whitener is None else int(scale.shape[0]),
+        sensors=sensors,
         description=desc,
     )
     return out, meta

@@ -41,6 +41,7 @@ import numpy as np
 from mne.utils import _check_option, logger, verbose, warn
 
 from .. import bids
+from .._conventions import check_layer_array
 from ..mesh import (
     _rowdot,
     _signed_volume,
@@ -54,7 +55,7 @@ from ._scalp import Scalp, _get_scalp
 from ._score import (
     PREDICTORS,
     SCORE_NAME,
-    _check_weights,
+    score_weights,
     anatomical_score,
     select_prior,
 )
@@ -117,6 +118,9 @@ class AnatomicalPredictors:
         Units of every predictor.
     methods : dict
         How each predictor was computed (scalp, leadfield channels, ...).
+    saved_score : array, shape (n_columns,) | None
+        The score column of the TSV it was read from (:meth:`from_tsv`), else
+        None (:meth:`score` computes it).
     """
 
     thickness: np.ndarray
@@ -128,6 +132,7 @@ class AnatomicalPredictors:
     pos: np.ndarray | None = None
     units: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)
+    saved_score: np.ndarray | None = None
 
     def __post_init__(self):
         for name in PREDICTORS:
@@ -360,7 +365,7 @@ class AnatomicalPredictors:
         meta: dict[str, Any] = {
             "Description": "Anatomical predictors of laminar inference accuracy "
             "(Szul et al. 2025), one row per cortical column.",
-            "ScoreWeights": _check_weights(weights),
+            "ScoreWeights": score_weights(weights),
             "Methods": dict(self.methods),
             "NColumnsKept": int(np.isfinite(score).sum()),
         }
@@ -405,6 +410,7 @@ class AnatomicalPredictors:
             pos=pos,
             units=units,
             methods=dict(side.get("Methods", {})),
+            saved_score=num(SCORE_NAME) if SCORE_NAME in cols else None,
         )
 
 
@@ -416,11 +422,7 @@ def _surface_arrays(surfaces: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
                 f"surfaces must be a LaminarSurfaces (attributes layers, orientations, "
                 f"hemi, vertno); {type(surfaces).__name__} has no {attr!r}"
             )
-    layers = np.asarray(surfaces.layers, float)
-    if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < 2:
-        raise ValueError(
-            f"surfaces.layers must have shape (n_layers>=2, n_columns, 3), got {layers.shape}"
-        )
+    layers = check_layer_array(surfaces.layers, what="surfaces.layers")
     n_col = layers.shape[1]
     ori = np.asarray(surfaces.orientations, float)
     if ori.shape == (layers.shape[0], n_col, 3):
@@ -459,6 +461,9 @@ def compute_predictors(
     verbose: Any = None,
 ) -> AnatomicalPredictors:
     """Compute the four anatomical predictors of laminar inference accuracy.
+
+    Long on purpose: the checks of the leadfield/surfaces layout, then the
+    four predictors in turn, sharing the kept columns and their masks.
 
     Parameters
     ----------
@@ -631,6 +636,24 @@ def _check_inside(points, closest, tri, scalp: Scalp) -> None:
             f"{int(outside.sum())} pial vertex/vertices lie outside the scalp surface "
             f"({scalp.source}): are the surfaces and the scalp in the same frame (MRI, m)?"
         )
+
+
+# ======================================================================= names
+def map_fname(root, subject, session, hemi, spacing, name) -> Path:
+    """GIFTI map of one predictor (or the score) of one hemisphere."""
+    return bids.bids_fname(
+        root, subject=subject, session=session, datatype="anat", hemi=hemi,
+        space="individual", den=spacing, desc=MAP_DESC[name], suffix="stat",
+        extension=".func.gii",
+    )  # fmt: skip
+
+
+def table_fname(root, subject, session, spacing) -> Path:
+    """The predictors TSV (one row per column); its sidecar has the priors."""
+    return bids.bids_fname(
+        root, subject=subject, session=session, datatype="anat", space="individual",
+        den=spacing, desc="laminar", suffix="predictors", extension=".tsv",
+    )  # fmt: skip
 
 
 # ========================================================================= MNI

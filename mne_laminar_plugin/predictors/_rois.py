@@ -63,13 +63,12 @@ def read_roi(
         return roi
     _validate_type(roi, (str, os.PathLike), "roi")
     spec = str(roi)
-    m = re.fullmatch(r"([^:/\\]+):(lh|rh)\.(.+)", spec)
-    if m and not Path(spec).is_file():
-        atlas, hemi, name = m.groups()
+    annot = _annot_spec(spec)
+    if annot is not None:
+        atlas, hemi, name = annot
         if subject is None:
             raise ValueError(f"ROI {spec!r} is an annotation label: subject is required")
-        sdir = Path(mne.utils.get_subjects_dir(subjects_dir, raise_error=True))
-        fname = sdir / subject / "label" / f"{hemi}.{atlas}.annot"
+        fname = roi_files(spec, subject, subjects_dir)[0]
         if not fname.is_file():
             raise FileNotFoundError(
                 f"ROI {spec!r}: annotation file not found: {fname}"
@@ -85,16 +84,13 @@ def read_roi(
             )
         vertices = np.flatnonzero(labels == names.index(name))
         return mne.Label(vertices, hemi=hemi, name=spec, subject=subject)
-    candidates = [Path(spec)]
-    if subject is not None and not Path(spec).is_absolute():
-        sdir = mne.utils.get_subjects_dir(subjects_dir)
-        if sdir is not None:
-            candidates += [Path(sdir) / subject / spec, Path(sdir) / subject / "label" / spec]
-    for cand in list(candidates):
-        if not cand.name.endswith(".label"):
-            candidates.append(cand.with_name(cand.name + ".label"))
+    candidates = roi_files(spec, subject, subjects_dir)
     for fname in candidates:
         if fname.is_file():
+            from ..surfaces._freesurfer import check_label_file
+
+            if not check_label_file(fname, f"ROI {spec!r}"):
+                raise ValueError(f"ROI {spec!r}: the label file {fname} has no vertices.")
             label = mne.read_label(fname, subject=subject)
             label.name = spec
             return label
@@ -103,6 +99,55 @@ def read_roi(
         f"ROI {spec!r}: not an '<atlas>:<hemi>.<name>' annotation label and no label "
         f"file found; looked for:\n{looked}"
     )
+
+
+def _annot_spec(spec: str) -> tuple[str, str, str] | None:
+    """``(atlas, hemi, name)`` of an ``"<atlas>:<hemi>.<name>"`` ROI, else None."""
+    m = re.fullmatch(r"([^:/\\]+):(lh|rh)\.(.+)", spec)
+    return m.groups() if m and not Path(spec).is_file() else None
+
+
+def roi_files(
+    roi: str | os.PathLike,
+    subject: str | None = None,
+    subjects_dir: str | os.PathLike | None = None,
+) -> list[Path]:
+    """The files an ROI specification may be read from, in the order tried.
+
+    For ``"<atlas>:<hemi>.<name>"`` the annotation
+    ``<subjects_dir>/<subject>/label/<hemi>.<atlas>.annot``; for a label file,
+    the path itself, then relative to the subject's folder and its ``label/``
+    folder, each also with ``.label`` appended. :func:`read_roi` reads the
+    first that exists (and MBP's steps track it).
+
+    Parameters
+    ----------
+    roi : str | path-like
+        See :func:`read_roi`.
+    subject, subjects_dir
+        FreeSurfer subject.
+
+    Returns
+    -------
+    candidates : list of Path
+    """
+    import mne
+
+    spec = str(roi)
+    annot = _annot_spec(spec)
+    if annot is not None:
+        atlas, hemi, _ = annot
+        sdir = Path(mne.utils.get_subjects_dir(subjects_dir, raise_error=True))
+        return [sdir / subject / "label" / f"{hemi}.{atlas}.annot"]
+    candidates = [Path(spec)]
+    if subject is not None and not Path(spec).is_absolute():
+        sdir = mne.utils.get_subjects_dir(subjects_dir)
+        if sdir is not None:
+            candidates += [Path(sdir) / subject / spec, Path(sdir) / subject / "label" / spec]
+    for cand in list(candidates):
+        if not cand.name.endswith(".label"):
+            candidates.append(cand.with_name(cand.name + ".label"))
+    return candidates
 
 
 def roi_columns(

@@ -41,7 +41,8 @@ class Scalp:
         )
 
 
-def _scalp_candidates(subject: str, subjects_dir: Path, kind: str) -> list[Path]:
+def scalp_files(subject: str, subjects_dir: str | os.PathLike, kind: str) -> list[Path]:
+    """The files :func:`read_scalp` tries for a subject, in order (see there)."""
     bem = Path(subjects_dir) / subject / "bem"
     head = [
         bem / f"{subject}-head-dense.fif",
@@ -86,7 +87,7 @@ def read_scalp(
     _validate_type(subject, str, "subject")
     _check_option("kind", kind, ("outer_skin", "head"))
     subjects_dir = Path(mne.utils.get_subjects_dir(subjects_dir, raise_error=True))
-    candidates = _scalp_candidates(subject, subjects_dir, kind)
+    candidates = scalp_files(subject, subjects_dir, kind)
     for fname in candidates:
         if fname.is_file():
             logger.info(f"    Scalp surface: {fname}")

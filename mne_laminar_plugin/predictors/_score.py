@@ -30,21 +30,46 @@ def _zscore(x: np.ndarray, mask: np.ndarray, name: str) -> np.ndarray:
     return z
 
 
-def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+def score_weights(
+    weights: Mapping[str, float] | None, what: str = "weights"
+) -> dict[str, float]:
+    """The weight of every predictor in the score: 1 unless given, checked.
+
+    Unknown keys, non-finite values and all weights 0 (every score 0, the
+    choice of a column meaningless) are refused, naming ``what``.
+
+    Parameters
+    ----------
+    weights : dict | None
+        Weights by predictor name (missing ones are 1).
+    what : str
+        The name used in error messages (an argument or option name).
+
+    Returns
+    -------
+    weights : dict
+        A finite weight for each of :data:`PREDICTORS`.
+    """
     out = {name: 1.0 for name in PREDICTORS}
     if weights is None:
         return out
-    _validate_type(weights, Mapping, "weights")
+    _validate_type(weights, Mapping, what)
     unknown = sorted(set(weights) - set(PREDICTORS))
     if unknown:
         raise ValueError(
-            f"weights has unknown key(s) {unknown}; valid keys: {list(PREDICTORS)}"
+            f"{what} has unknown key(s) {unknown}; valid keys: {list(PREDICTORS)}"
         )
     for key, val in weights.items():
         val = float(val)
         if not np.isfinite(val):
-            raise ValueError(f"weights[{key!r}] must be finite, got {val}")
+            raise ValueError(f"{what}[{key!r}] must be finite, got {val}")
         out[key] = val
+    if not any(out.values()):
+        raise ValueError(
+            f"{what}={dict(weights)} makes every weight 0: every score would be 0 "
+            "and the best column arbitrary. Give at least one predictor a non-zero "
+            "weight (or None for all 1)."
+        )
     return out
 
 
@@ -78,7 +103,7 @@ def anatomical_score(
         Higher = better predicted laminar discriminability; NaN for columns
         that are not kept.
     """
-    w = _check_weights(weights)
+    w = score_weights(weights)
     arrays = {}
     for name, x in zip(PREDICTORS, (thickness, lf_rms_diff, radiality, distance)):
         x = np.asarray(x, float)

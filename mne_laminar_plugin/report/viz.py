@@ -4,7 +4,9 @@ Shared helpers (used by every laminar step):
 
 - :func:`plot_surface_map`: a value per vertex on a triangle mesh, rendered
   with pyvista offscreen (EGL when no display), checked for a blank image,
-  falling back to matplotlib ``plot_trisurf`` (Agg). Returns RGB images.
+  falling back to matplotlib ``plot_trisurf`` (Agg, labelled as such), and
+  drawn with matplotlib directly when the run's rendering path is ``2d``
+  (see :mod:`._render`). Returns RGB images.
 - :func:`image_grid`: tile RGB images into one (for one report figure).
 - :func:`html_table`: a small escaped HTML table for ``Report.add_html``.
 
@@ -24,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from mne.utils import _check_option, logger, warn
 
+from .._conventions import layer_order
+
 #: Camera direction (from the focal point) and view-up of the named views,
 #: for the left hemisphere; the right hemisphere mirrors x.
 _VIEWS = {
@@ -34,13 +38,20 @@ _VIEWS = {
     "anterior": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     "posterior": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
 }
+#: label of surface maps drawn with matplotlib (a 3D projection, not a render)
+MPL_NOTE = "matplotlib 3D projection (no OpenGL rendering)"
 _PLANES = {"coronal": (1, (0, 2)), "axial": (2, (0, 1)), "sagittal": (0, (1, 2))}
 _AXIS_NAMES = "xyz"
 
 
 def _ensure_offscreen_env() -> None:
-    """Prefer EGL for VTK offscreen rendering, unless the user chose already."""
-    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    """Without a display, prefer EGL for VTK offscreen rendering.
+
+    Unless the user, or the run's rendering path (EGL or OSMesa, see
+    :mod:`._render`), chose already; with a display VTK's default is used.
+    """
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
 def _view_vector(view: str, hemi: str):
@@ -94,35 +105,38 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
     faces = np.column_stack([np.full(len(tris), 3), tris]).ravel()
     mesh = pv.PolyData(rr_mm, faces)
     images = []
-    for view in views:
-        pl = pv.Plotter(off_screen=True, window_size=list(size))
-        try:
-            pl.set_background("white")
-            if values is None:
-                pl.add_mesh(mesh, color="lightgray", smooth_shading=True)
-            else:
-                mesh.point_data["values"] = values
-                pl.add_mesh(
-                    mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
-                    nan_color="lightgray",
-                    scalar_bar_args=dict(
-                        title=label or "", color="black", vertical=False,
-                        position_x=0.2, position_y=0.03, width=0.6, height=0.08,
-                    ),
-                )  # fmt: skip
-            pl.add_text(f"{title} ({hemi} {view})", font_size=9, color="black")
+    # one plotter (GL context, uploaded mesh) for every view
+    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    try:
+        pl.set_background("white")
+        if values is None:
+            pl.add_mesh(mesh, color="lightgray", smooth_shading=True)
+        else:
+            mesh.point_data["values"] = values
+            pl.add_mesh(
+                mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
+                nan_color="lightgray",
+                scalar_bar_args=dict(
+                    title=label or "", color="black", vertical=False,
+                    position_x=0.2, position_y=0.03, width=0.6, height=0.08,
+                ),
+            )  # fmt: skip
+        for view in views:
+            text = pl.add_text(f"{title} ({hemi} {view})", font_size=9, color="black")
             direction, up = _view_vector(view, hemi)
-            pl.view_vector(direction, viewup=up)
-            pl.reset_camera()
+            pl.view_vector(direction, viewup=up, render=False)
+            pl.reset_camera(render=False)
             pl.camera.zoom(1.3)
-            img = np.asarray(pl.screenshot(return_img=True))[..., :3].copy()
-        finally:
-            pl.close()
-        images.append(img)
+            images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
+            pl.remove_actor(text)
+    finally:
+        pl.close()
     return images
 
 
-def _render_matplotlib(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size, label):
+def _render_matplotlib(
+    rr_mm, tris, values, *, title, cmap, clim, views, hemi, size, label, note=MPL_NOTE
+):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,6 +163,9 @@ def _render_matplotlib(rr_mm, tris, values, *, title, cmap, clim, views, hemi, s
         ax.set_box_aspect(np.ptp(rr_mm, axis=0) + 1e-9)
         ax.set_axis_off()
         ax.set_title(f"{title} ({hemi} {view})", fontsize=9)
+        if note:
+            fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, color="0.3",
+                     wrap=True)  # fmt: skip
         fig.canvas.draw()
         img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
         images.append(img)
@@ -166,7 +183,7 @@ def plot_surface_map(
     views=("lateral", "medial"),
     hemi=None,
     label=None,
-    size=(480, 360),
+    size=(420, 315),
     backend="auto",
 ):
     """Render a per-vertex map on a triangle mesh offscreen, one image per view.
@@ -193,10 +210,14 @@ def plot_surface_map(
     label : str | None
         Colour bar label (e.g. ``"thickness (mm)"``).
     size : (int, int)
-        Image width and height in pixels.
+        Image width and height in pixels. The default keeps a 2-column
+        :func:`image_grid` within ``mne.Report``'s 850-pixel image width (so
+        the report stores it as is instead of resampling it).
     backend : ``"auto"`` | ``"pyvista"`` | ``"matplotlib"``
-        ``auto`` tries pyvista offscreen and falls back to matplotlib when it
-        fails or returns a blank image (``std == 0``).
+        ``auto`` follows the run's rendering path (:mod:`._render`, probed
+        once in a subprocess): matplotlib when it is ``2d``, else pyvista
+        offscreen, falling back to matplotlib when that fails or returns a
+        blank image (``std == 0``). Matplotlib images are labelled as such.
 
     Returns
     -------
@@ -217,6 +238,14 @@ def plot_surface_map(
         label=label,
     )  # fmt: skip
     rr_mm = rr * 1e3
+    note = MPL_NOTE
+    if backend == "auto":
+        from ._render import decide_in_process
+
+        path = decide_in_process()
+        if not path.is_3d:  # decided once per run: do not try GL in this process
+            backend = "matplotlib"
+            note = f"2D fallback, {MPL_NOTE}: {path.reason}" if path.reason else MPL_NOTE
     if backend in ("auto", "pyvista"):
         try:
             images = _render_pyvista(rr_mm, tris, values, **kwargs)
@@ -230,7 +259,8 @@ def plot_surface_map(
             if backend == "pyvista":
                 raise RuntimeError("pyvista offscreen rendering returned a blank image")
             warn("pyvista offscreen rendering returned a blank image; using matplotlib")
-    return [np.asarray(img, np.uint8) for img in _render_matplotlib(rr_mm, tris, values, **kwargs)]
+    images = _render_matplotlib(rr_mm, tris, values, note=note, **kwargs)
+    return [np.asarray(img, np.uint8) for img in images]
 
 
 def image_grid(images: Sequence[np.ndarray], ncols: int = 2, pad: int = 4) -> np.ndarray:
@@ -438,7 +468,7 @@ def plot_layer_slices(
     cb = fig.colorbar(sm, ax=list(axes), shrink=0.8)
     ticks = np.unique(np.linspace(0, n_layers - 1, min(n_layers, 6)).round().astype(int))
     cb.set_ticks(ticks)
-    cb.set_label("layer (0 = pial, last = white)")
+    cb.set_label(f"layer ({layer_order(brief=True)})")
     fig.suptitle(title or f"{n_layers} layer surfaces (tkRAS)")
     return fig
 

@@ -69,6 +69,67 @@ def _check_pair(white, pial, fw, fp):
         )
 
 
+def spacing_n_vertices(spacing: str) -> int:
+    """Vertices per hemisphere of MNE's ``ico#``/``oct#`` subdivision (``all``: 0)."""
+    if spacing == "all":
+        return 0
+    grade = int(spacing[3:])
+    if spacing.startswith("ico"):
+        return 10 * 4**grade + 2
+    return 4 ** (grade + 1) + 2
+
+
+def check_spacing(spacing: str, n_vertices: int, fname) -> None:
+    """A subsampling must be coarser than the mesh it subsamples (checked first:
+    a too fine ``oct#``/``ico#`` makes MNE build a huge icosahedron)."""
+    need = spacing_n_vertices(spacing)
+    if need > n_vertices:
+        raise ValueError(
+            f"spacing={spacing!r} has {need} vertices per hemisphere, more than the "
+            f"{n_vertices} of {fname}: a subsampling must be coarser than the mesh. "
+            "Use a coarser spacing (e.g. 'oct6' or 'ico5') or spacing='all' (every "
+            "vertex)."
+        )
+
+
+def check_label_file(fname: Path, what: str) -> int:
+    """Check that ``fname`` is a FreeSurfer ``.label`` file; return its vertex count.
+
+    Line 1 is a comment, line 2 the number of vertices, then one line per
+    vertex (id x y z value). Raises naming ``what`` (the cortex label, an ROI).
+    """
+    try:
+        lines = Path(fname).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise ValueError(f"{what}: could not read the label file {fname}: {exc}") from None
+    why = None
+    if len(lines) < 2:
+        why = "it has fewer than 2 lines (a comment, then the number of vertices)"
+    else:
+        try:
+            count = int(lines[1].strip())
+        except ValueError:
+            why = f"line 2 should be the number of vertices, got {lines[1][:40]!r}"
+        else:
+            rows = [ln for ln in lines[2:] if ln.strip()]
+            if count < 0 or len(rows) != count:
+                why = f"line 2 announces {count} vertices but {len(rows)} follow"
+            elif any(len(r.split()) != 5 for r in rows):
+                why = "every vertex line needs 5 numbers (id x y z value)"
+            else:
+                try:
+                    ids = np.array([float(r.split()[0]) for r in rows])
+                    np.array([[float(v) for v in r.split()[1:]] for r in rows])
+                except ValueError:
+                    why = "a vertex line holds something that is not a number"
+                else:
+                    if len(ids) and (np.any(ids < 0) or np.any(ids != np.round(ids))):
+                        why = "vertex ids must be integers >= 0"
+    if why is not None:
+        raise ValueError(f"{what}: {fname} is not a FreeSurfer label file: {why}.")
+    return count
+
+
 def _subsample(subject, subjects_dir: Path, spacing):
     """Per hemi: (candidate vertno, triangles in full-resolution vertex ids)."""
     import mne
@@ -93,8 +154,15 @@ def _scanner_xform(subj_dir: Path, info: dict):
             hdr = nib.load(t1).header
             xf = hdr.get_vox2ras() @ np.linalg.inv(hdr.get_vox2ras_tkr())
             return xf, "mri/T1.mgz (vox2ras @ inv(vox2ras_tkr))"
-        except Exception:  # pragma: no cover - unreadable T1: fall through
-            pass
+        except Exception as exc:  # unreadable T1: say what is lost
+            from mne.utils import warn
+
+            warn(
+                f"Could not read {t1} ({type(exc).__name__}: {exc}); the layer "
+                "surfaces get no scanner-RAS transform from it"
+                + (" (c_ras of the white surface is used instead)" if "cras" in info
+                   else "") + ". Repair or restore mri/T1.mgz to keep it."
+            )
     if "cras" in info:
         xf = np.eye(4)
         xf[:3, 3] = np.asarray(info["cras"], float)

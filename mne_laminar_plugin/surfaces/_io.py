@@ -34,10 +34,6 @@ SPATIAL_REFERENCE = (
 
 
 # ------------------------------------------------------------------ files
-def _prefix(subject, session):
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
-
-
 def layer_fname(root, subject, session, hemi, layer, spacing) -> Path:
     """Path of one layer's GIFTI surface (``desc-layer00`` = pial)."""
     return bids.bids_fname(
@@ -125,10 +121,13 @@ def layer_descriptions(n_layers: int) -> dict[str, str]:
     return out
 
 
-def _density(surf: LaminarSurfaces) -> str:
+def density_description(surf: LaminarSurfaces) -> str:
+    """The ``Density`` of the sidecars: how the columns were chosen, per hemisphere."""
     n = {h: int((surf.hemi == h).sum()) for h in HEMIS}
     if surf.spacing == "all":
         how = "all FreeSurfer vertices"
+    elif surf.spacing.startswith("lameg"):
+        how = f"the vertices of a laMEG layer set ({surf.spacing[5:]} stage)"
     else:
         how = f"MNE {surf.spacing} subsampling of ?h.sphere (as mne.setup_source_space)"
     return f"{how}, medial wall removed: {n['lh']} (L) and {n['rh']} (R) cortical columns"
@@ -144,7 +143,7 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
     q = surf.qc
     out = {
         "SpatialReference": SPATIAL_REFERENCE,
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "NumberOfLayers": surf.n_layers,
         "LayerOrder": LAYER_ORDER,
         "DepthFractions": surf.fractions.tolist(),
@@ -189,16 +188,60 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     for hemi in HEMIS:
         for fname in (surf.sources.get(hemi) or {}).values():
             path = Path(fname).resolve()
+            datasets = {"raw": raw}
             if path.is_relative_to(deriv) and path.relative_to(deriv).parts[0] != root.name:
                 name = path.relative_to(deriv).parts[0]
                 links[name] = f"../{name}"
-                uris[hemi].append(bids.bids_uri(name, path.relative_to(deriv / name)))
-            elif path.is_relative_to(raw):
-                uris[hemi].append(bids.bids_uri("raw", path.relative_to(raw)))
+                datasets = {name: deriv / name}
+            uri = bids.dataset_uri(path, datasets)
+            if uri is not None:
+                uris[hemi].append(uri)
     return uris, links
 
 
-def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale):
+def surfaces_run_id(surf: LaminarSurfaces) -> str:
+    """The ``RunId`` of a saved set of layer-surface files (from their content)."""
+    return bids.content_id(
+        surf.layers, surf.orientations, surf.vertno, surf.hemi.astype(str),
+        *(np.asarray(surf.tris[h]) for h in HEMIS), surf.fractions,
+        surf.dropped["vertno"], surf.dropped["hemi"].astype(str),
+        surf.dropped["reason"].astype(str),
+        [surf.method, surf.spacing, surf.orientation, surf.subject],
+    )  # fmt: skip
+
+
+def _check_run_id(files, summary: Path, run_id) -> None:
+    """Every file of the set must carry the summary's ``RunId`` in its sidecar."""
+    if run_id is None:  # written before run ids (no check possible)
+        return
+    for fname in files:
+        side = bids.sidecar(fname)
+        if not Path(fname).is_file() or not side.is_file():
+            missing = fname if not Path(fname).is_file() else side
+            raise FileNotFoundError(
+                f"Missing laminar surface file {missing} (listed in {summary}); "
+                "re-run the step laminar/layer_surfaces."
+            )
+        have = bids.read_json(side).get("RunId")
+        if have != run_id:
+            raise ValueError(
+                f"{fname} is not from the same run as {summary} (RunId "
+                f"{have!r} in {side.name}, {run_id!r} in the summary): the layer "
+                "surface files are a mix of two runs. Re-run the step "
+                "laminar/layer_surfaces (or LaminarSurfaces.save) to rewrite them."
+            )
+
+
+def _save(
+    surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_stale,
+    source_relpath=None,
+):  # fmt: skip
+    """Write every file of :meth:`LaminarSurfaces.save` (see there).
+
+    One function on purpose: all files go to temporary names inside one
+    ``ExitStack`` and are renamed together at the end, so that an error
+    leaves no partial output; the sidecars share the per-call URIs.
+    """
     import nibabel as nib
     from nibabel.gifti import GiftiCoordSystem, GiftiDataArray, GiftiImage
 
@@ -206,8 +249,8 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
     spacing = surf.spacing
     # dataset-level files (keep an existing DatasetLinks target)
     dd = root / "dataset_description.json"
-    rel = "../.."
-    if dd.is_file():
+    rel = "../.." if source_relpath is None else str(source_relpath)
+    if source_relpath is None and dd.is_file():
         with contextlib.suppress(Exception):
             rel = bids.read_json(dd)["DatasetLinks"]["raw"]
     uris, links = _source_uris(surf, root, rel)
@@ -226,11 +269,12 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
         coordsys = GiftiCoordSystem(
             dataspace="NIFTI_XFORM_UNKNOWN", xformspace="NIFTI_XFORM_UNKNOWN", xform=np.eye(4)
         )
-    with contextlib.ExitStack() as stack:
+    run_id = surfaces_run_id(surf)
+    with bids.atomic_group():
 
         def _tmp(path):
             written.append(Path(path))
-            return stack.enter_context(bids.atomic_path(path))
+            return path
 
         for hemi in HEMIS:
             sl = surf.columns(hemi)
@@ -279,10 +323,11 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
                     )
                 )  # fmt: skip
                 path = layer_fname(root, subject, session, hemi, layer, spacing)
-                nib.save(img, _tmp(path))
+                with bids.atomic_path(_tmp(path)) as tmp:
+                    nib.save(img, tmp)
                 side_json = dict(
                     Description=desc, Layer=layer, DepthFraction=float(surf.fractions[layer]),
-                    Hemisphere=side, Units="mm", **common,
+                    Hemisphere=side, Units="mm", **common, RunId=run_id,
                 )  # fmt: skip
                 bids.write_json(_tmp(bids.sidecar(path)), side_json)
 
@@ -339,17 +384,19 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
                     )
                 # float64 is outside the GIFTI 1.0 type list but written and read
                 # by nibabel and gifticlib; it makes the round trip exact
-                nib.save(img, _tmp(path), mode="force")
+                with bids.atomic_path(_tmp(path)) as tmp:
+                    nib.save(img, tmp, mode="force")
                 bids.write_json(
                     _tmp(bids.sidecar(path)),
-                    dict(Description=desc, Hemisphere=side, Units=units, **common),
+                    dict(Description=desc, Hemisphere=side, Units=units, **common,
+                         RunId=run_id),
                 )
 
         # columns table (every candidate column) and summary
         tsv = columns_fname(root, subject, session, spacing)
         table = _columns_table(surf)
         bids.write_tsv(_tmp(tsv), table)
-        bids.write_json(_tmp(bids.sidecar(tsv)), _columns_sidecar(surf))
+        bids.write_json(_tmp(bids.sidecar(tsv)), dict(_columns_sidecar(surf), RunId=run_id))
         summary = summary_fname(root, subject, session, spacing)
         info = dict(
             Description="Laminar layer surfaces: parameters, quality checks and files",
@@ -358,6 +405,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
             **({"Sources": uris["lh"] + uris["rh"]} if uris["lh"] + uris["rh"] else {}),
             ScannerRASTransform=None if xform is None else xform.tolist(),
             Files=sorted(p.relative_to(root).as_posix() for p in written),
+            RunId=run_id,
         )
         bids.write_json(_tmp(summary), info)
         written.append(summary)
@@ -366,7 +414,7 @@ def _save(surf: LaminarSurfaces, root: Path, subject: str, session, *, remove_st
         directory = written[0].parent
         for pattern in STALE_PATTERNS:
             for path in bids.remove_stale(
-                directory, f"{_prefix(subject, session)}_{pattern}", written
+                directory, f"{bids.subject_prefix(subject, session)}_{pattern}", written
             ):
                 logger.info(f"    removed stale {path.name}")
     logger.info(f"    wrote {len(written)} files to {written[0].parent}")
@@ -397,7 +445,7 @@ def _columns_sidecar(surf: LaminarSurfaces) -> dict:
     return {
         "Description": "Every candidate cortical column (after subsampling): kept in "
         "every layer, or dropped in every layer with the reason.",
-        "Density": _density(surf),
+        "Density": density_description(surf),
         "SpatialReference": SPATIAL_REFERENCE,
         "hemi": {"LongName": "Hemisphere", "Levels": {"L": "left", "R": "right"}},
         "vertex": {
@@ -430,7 +478,7 @@ def _find_summary(root: Path, subject, session, spacing) -> Path:
             raise FileNotFoundError(f"No laminar surfaces saved: {path} does not exist.")
         return path
     pattern = bids.subject_dir(root, subject, session, "anat") / (
-        f"{_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
+        f"{bids.subject_prefix(subject, session)}_den-*_desc-laminar_surfaces.json"
     )
     found = sorted(glob.glob(glob.escape(str(pattern.parent)) + os.sep + pattern.name))
     if not found:
@@ -454,6 +502,16 @@ def _load(cls, root: Path, subject, session, spacing):
     info = bids.read_json(summary)
     spacing = info["ColumnSpacing"]
     n_layers = int(info["NumberOfLayers"])
+    _check_run_id(
+        [
+            *(f(root, subject, session, h, spacing)
+              for h in HEMIS for f in (positions_fname, orientation_fname)),
+            *(layer_fname(root, subject, session, h, k, spacing)
+              for h in HEMIS for k in range(n_layers)),
+            columns_fname(root, subject, session, spacing),
+        ],
+        summary, info.get("RunId"),
+    )  # fmt: skip
     layers, oris, hemis, vertnos, tris = [], [], [], [], {}
     for hemi in HEMIS:
         fpos = positions_fname(root, subject, session, hemi, spacing)

@@ -27,10 +27,18 @@ from .._conventions import (
     CORTEX_MASKS,
     HEMIS,
     LAYER_METHODS,
+    check_layer_array,
     check_n_layers,
 )
 from ..mesh import vertex_areas, vertex_normals
-from ._freesurfer import _check_pair, _read_surface, _scanner_xform, _subsample
+from ._freesurfer import (
+    _check_pair,
+    _read_surface,
+    _scanner_xform,
+    _subsample,
+    check_label_file,
+    check_spacing,
+)
 
 #: Links shorter than this (mm) count as zero length (pial == white).
 ZERO_LENGTH_MM = 1e-4
@@ -118,6 +126,7 @@ def _cortex_mask(hemi, n_vert, mode, label_dir: Path, link_len):
                 f"cortex_mask='cortex_label' but {fl} does not exist; use "
                 "cortex_mask='auto' (falls back to aparc, then zero thickness)."
             )
+        check_label_file(fl, f"The {hemi} cortex label (cortex_mask={mode!r})")
         try:
             verts = np.asarray(nib.freesurfer.read_label(str(fl)), np.int64)
         except Exception as exc:
@@ -218,11 +227,7 @@ class LaminarSurfaces:
         sources=None,
         scanner_xform=None,
     ):
-        layers = np.asarray(layers, np.float64)
-        if layers.ndim != 3 or layers.shape[2] != 3 or layers.shape[0] < 2:
-            raise ValueError(
-                f"layers must have shape (n_layers >= 2, n_columns, 3), got {layers.shape}"
-            )
+        layers = check_layer_array(layers)
         n_layers, n_columns = layers.shape[:2]
         orientations = np.asarray(orientations, np.float64)
         if orientations.shape not in ((n_columns, 3), (n_layers, n_columns, 3)):
@@ -392,6 +397,9 @@ class LaminarSurfaces:
     ):
         """Layer surfaces of a FreeSurfer subject.
 
+        Long on purpose: reads, masks and interpolates in one pass per
+        hemisphere and records the QC counts of every step in one ``qc`` dict.
+
         Parameters
         ----------
         subject : str
@@ -477,6 +485,7 @@ class LaminarSurfaces:
                         "sphere of this recon-all run or use spacing='all'."
                     )
                 sources[hemi]["sphere"] = str(fs)
+                check_spacing(spacing, len(sphere[0]), fs)
             geo[hemi] = (white, pial)
         logger.info(
             f"Layer surfaces for {subject}: {n_layers} layers ({method}), spacing "
@@ -536,8 +545,93 @@ class LaminarSurfaces:
         return out
 
     # ------------------------------------------------------------ I/O
+    @classmethod
     @verbose
-    def save(self, root, subject, session=None, *, remove_stale=True, verbose=None):
+    def from_lameg(cls, path, *, subjects_dir=None, subject=None, stage="ds",
+                   n_layers=None, orientation="link_vector", fixed=True,
+                   verbose=None):  # fmt: skip
+        """Read a laMEG layer set (``$SUBJECTS_DIR/<subject>/surf/laminar``).
+
+        Parameters
+        ----------
+        path : path-like
+            The ``surf/laminar`` folder laMEG's ``LayerSurfaceSet.create``
+            wrote (or the subject folder holding it).
+        subjects_dir, subject : path-like, str | None
+            The FreeSurfer subject, when ``path`` is not inside it: its
+            ``mri/orig.mgz`` (else ``mri/T1.mgz``) converts laMEG's scanner
+            RAS to surface RAS, and its ``surf/?h.white`` gives the
+            hemisphere sizes.
+        stage : "ds" | "combined"
+            The decimated set (laMEG's source space) or the full resolution.
+        n_layers : int | None
+            The set to read when the folder holds several (laMEG names the
+            layers ``pial``, ``0.900``, ..., ``white`` from
+            ``linspace(1, 0, n_layers)``); None: the one set found.
+        orientation : "link_vector" | "ds_surf_norm" | "orig_surf_norm" | "cps"
+            Which ``<layer>.ds.<orientation>.<fixed|not_fixed>.gii`` to take
+            the orientations from (``ds`` only); without it, link vectors are
+            computed from the layers (laMEG's rule: ``white - pial``,
+            normalised).
+        fixed : bool
+            laMEG's ``fixed`` / ``not_fixed`` variant of the orientation files.
+        %(verbose)s
+
+        Returns
+        -------
+        surfaces : LaminarSurfaces
+            Columns ordered left then right hemisphere by FreeSurfer vertex;
+            ``sources["lameg"]["lameg_vertex"][c]`` is laMEG's vertex of
+            column ``c`` (the correspondence across layers is laMEG's).
+
+        Notes
+        -----
+        The frame conversion is logged and recorded in ``sources``. Vertices
+        laMEG removed (aparc 'unknown') are the dropped columns.
+        """
+        from ._lameg import read_lameg
+
+        kwargs = read_lameg(path, subjects_dir=subjects_dir, subject=subject, stage=stage,
+                            n_layers=n_layers, orientation=orientation, fixed=fixed)  # fmt: skip
+        return cls(
+            kwargs.pop("layers"), kwargs.pop("orientations"), kwargs.pop("hemi"),
+            kwargs.pop("vertno"), kwargs.pop("tris"), kwargs.pop("fractions"),
+            method="equidistant", subject=subject, **kwargs,
+        )  # fmt: skip
+
+    def to_lameg(self, folder, *, dtype="float32", overwrite=False):
+        """Write these layers in laMEG's ``ds`` layout (scanner RAS, mm).
+
+        For each layer (laMEG's names ``pial``, ``0.900``, ..., ``white``):
+        ``<layer>.ds.gii`` and ``<layer>.ds.<orientation>.<fixed>.gii`` with
+        the orientations, each with its JSON sidecar (``t_orig``/``n_orig``
+        whose product is the surface RAS -> scanner RAS transform, and the
+        columns' hemisphere and FreeSurfer vertex).
+
+        Parameters
+        ----------
+        folder : path-like
+            Usually ``$SUBJECTS_DIR/<subject>/surf/laminar``.
+        dtype : "float32" | "float64"
+            float32: the GIFTI standard's type, as laMEG and SPM write and
+            read (positions to ~1e-5 mm). float64: outside the standard's
+            types (nibabel reads it), :meth:`from_lameg` reads the layers back
+            to rounding error.
+        overwrite : bool
+
+        Returns
+        -------
+        fnames : list of Path
+        """
+        from ._lameg import write_lameg
+
+        return write_lameg(self, folder, dtype=dtype, overwrite=overwrite)
+
+    @verbose
+    def save(
+        self, root, subject, session=None, *, remove_stale=True, source_relpath=None,
+        verbose=None,
+    ):  # fmt: skip
         """Write the derivative files (GIFTI surfaces, orientations, TSV, JSON).
 
         All files are written to temporary names and renamed together at the
@@ -556,6 +650,10 @@ class LaminarSurfaces:
             BIDS session label.
         remove_stale : bool
             Remove this subject's layer-surface files not written now.
+        source_relpath : str | None
+            The raw dataset relative to ``root`` (``DatasetLinks["raw"]``);
+            None keeps the one of an existing ``dataset_description.json``,
+            else ``"../.."``.
         verbose : bool | str | int | None
             Control the logging level (see :func:`mne.verbose`).
 
@@ -566,7 +664,10 @@ class LaminarSurfaces:
         """
         from ._io import _save
 
-        return _save(self, Path(root), subject, session, remove_stale=remove_stale)
+        return _save(
+            self, Path(root), subject, session, remove_stale=remove_stale,
+            source_relpath=source_relpath,
+        )  # fmt: skip
 
     @classmethod
     @verbose

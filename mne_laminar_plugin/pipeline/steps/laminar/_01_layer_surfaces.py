@@ -17,7 +17,7 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from ....report import viz
-from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces
+from ....surfaces import DROP_REASONS, HEMIS, LaminarSurfaces, lameg_inputs, layer_order
 from ... import _mbp
 
 SECTION = "Laminar surfaces"
@@ -27,6 +27,9 @@ def get_input_fnames_layer_surfaces(
     *, cfg: SimpleNamespace, subject: str, session: str | None
 ) -> dict[str, Path]:
     """The FreeSurfer files the layers depend on (MBP reruns when one changes)."""
+    if cfg.laminar_lameg_layers:  # a laMEG layer set instead of building layers
+        return lameg_inputs(_lameg_folder(cfg), subjects_dir=cfg.fs_subjects_dir,
+                            subject=cfg.fs_subject)  # fmt: skip
     in_files: dict[str, Path] = {}
     for hemi in HEMIS:
         kinds = ["white", "pial"]
@@ -57,6 +60,17 @@ def run_layer_surfaces(
     in_files: dict,
 ) -> dict:
     """Compute, save and report the layer surfaces of one subject/session."""
+    if cfg.laminar_lameg_layers:
+        surf = _from_lameg(cfg)
+        in_files.clear()  # every file of the laMEG set (read by from_lameg)
+        _mbp.ensure_dataset(cfg)
+        paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
+        with _open_report(
+            cfg=cfg, exec_params=exec_params, subject=subject, session=session
+        ) as report:
+            _add_report(report, surf, cfg)
+        out_files = {path.name: path for path in paths}
+        return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
     # missing or broken FreeSurfer files raise errors naming them (from_freesurfer)
     msg = (
         f"Computing {cfg.laminar_n_layers} {cfg.laminar_depth_method} layer surfaces "
@@ -81,8 +95,11 @@ def run_layer_surfaces(
         f"{qc['thin_columns']}, zero-length links {qc['zero_length_link']}"
     )
     logger.info(**gen_log_kwargs(message=msg))
-    _mbp.ensure_dataset(cfg)
-    paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
+    # save writes the dataset-level files too (with the layers' descriptions)
+    paths = surf.save(
+        cfg.laminar_root, subject, session, source_relpath=_mbp.source_relpath(cfg),
+        verbose=False,
+    )  # fmt: skip
     for hemi in HEMIS:  # all read by from_freesurfer
         for kind in ("white", "pial", "sphere", "cortex_label", "aparc"):
             in_files.pop(f"{hemi}_{kind}", None)
@@ -99,6 +116,35 @@ def run_layer_surfaces(
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
 
+def _lameg_folder(cfg: SimpleNamespace) -> Path:
+    if cfg.laminar_column_spacing != "lameg":
+        raise ValueError(
+            f"laminar_lameg_layers is set ({cfg.laminar_lameg_layers!r}) but "
+            f"laminar_column_spacing is {cfg.laminar_column_spacing!r}: set "
+            "laminar_column_spacing = 'lameg' to use the laMEG layer set's columns"
+        )
+    return Path(cfg.laminar_lameg_layers.format(
+        subjects_dir=cfg.fs_subjects_dir, subject=cfg.fs_subject))  # fmt: skip
+
+
+def _from_lameg(cfg: SimpleNamespace) -> LaminarSurfaces:
+    folder = _lameg_folder(cfg)
+    surf = LaminarSurfaces.from_lameg(folder, subjects_dir=cfg.fs_subjects_dir,
+                                      subject=cfg.fs_subject, verbose=False)  # fmt: skip
+    info = surf.sources["lameg"]
+    msg = (
+        f"Read the laMEG layer set {folder}: {surf.n_layers} layers "
+        f"({', '.join(info['layers'])}), {surf.n_columns} columns; frame: "
+        f"{info['frame']}; orientations: {info['orientations']}"
+    )
+    logger.info(**gen_log_kwargs(message=msg))
+    if surf.n_layers != cfg.laminar_n_layers:
+        msg = (f"The laMEG set has {surf.n_layers} layers; laminar_n_layers = "
+               f"{cfg.laminar_n_layers} is not used")  # fmt: skip
+        logger.warning(**gen_log_kwargs(message=msg))
+    return surf
+
+
 def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
     tags = _mbp.REPORT_TAGS
     t1 = _mbp.fs_path(cfg, "mri", "T1.mgz")
@@ -110,8 +156,8 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
         fig=fig,
         title="Layer surfaces: slices",
         caption=(
-            "Intersections of every layer surface (0 = pial, "
-            f"{surf.n_layers - 1} = white) with coronal and axial planes"
+            f"Intersections of every layer surface ({layer_order(surf.n_layers)}) "
+            "with coronal and axial planes"
             + (" through T1.mgz" if t1.is_file() else "")
             + f"; drawn on the column mesh (spacing {surf.spacing}), as saved."
         ),
@@ -158,7 +204,7 @@ def _summary_table(surf: LaminarSurfaces) -> str:
     qc = surf.qc
     thick = surf.thickness()
     rows = [
-        ("Layers", f"{surf.n_layers} ({surf.method}; 0 = pial, {surf.n_layers - 1} = white)"),
+        ("Layers", f"{surf.n_layers} ({surf.method}; {layer_order(surf.n_layers, brief=True)})"),
         ("Column spacing", surf.spacing),
         ("Orientation", f"{surf.orientation} ({surf.orientation_sign})"),
     ]
@@ -202,6 +248,7 @@ def get_config(
         laminar_orientation=config.laminar_orientation,
         laminar_cortex_mask=config.laminar_cortex_mask,
         laminar_min_thickness=config.laminar_min_thickness,
+        laminar_lameg_layers=config.laminar_lameg_layers,
         **_mbp.laminar_cfg(config, subject, session),
     )
 

@@ -10,7 +10,6 @@ fits in a FIF file (< 2 GB), and a "Laminar leadfield" report section.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,11 +22,7 @@ from mne_bids_pipeline._run import _sanitize_callable, failsafe_run
 from .... import bids
 from .... import leadfield as L
 from .... import surfaces as S
-from ...._conventions import layer_order
 
-# library privates the step still uses (issue 10, phase 2 makes them public)
-from ....leadfield._formats import _missing_message
-from ....leadfield._qc import _pretty
 from ....report import viz
 from ... import _mbp
 
@@ -50,18 +45,7 @@ MAKERS = {
 def _info_path(cfg, subject, session) -> BIDSPath:
     """The measurement info MBP's source/make_forward reads (same rule)."""
     task = cfg.runs_tasks[0][1]
-    path = BIDSPath(
-        subject=subject, session=session, task=task, acquisition=cfg.acq, run=None,
-        recording=cfg.rec, space=cfg.space, extension=".fif", datatype=cfg.datatype,
-        root=cfg.deriv_root, check=False,
-    )  # fmt: skip
-    if cfg.source_info_path_update is not None:
-        update = dict(cfg.source_info_path_update)
-    elif cfg.noise_cov in ("rest", "noise"):
-        update = dict(processing="clean", suffix="raw", task=cfg.noise_cov)
-    else:
-        update = dict(suffix="ave", task=task)
-    return path.update(**update)
+    return _mbp.source_info_path(cfg, subject, session, task=task, path_task=task)
 
 
 def _bem_path(cfg) -> Path:
@@ -85,21 +69,9 @@ def _load_candidate(cfg, subject) -> Path:
             "with {subject}_{fixed|free}_leadfield.npz, *_leadfield.h5 or *-fwd.fif)"
         )
     builder = L.LeadfieldBuilder(leadfield_dir=cfg.laminar_leadfield_dir)
-    folder = Path(cfg.laminar_leadfield_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"laminar_leadfield_dir {folder} is not a folder")
-    tried = []
-    for name in (f"sub-{subject}", subject):
-        found, names = builder._candidates(name, cfg.laminar_orientation_type)
-        tried += names
-        if len(found) > 1:
-            raise ValueError(
-                f"Several leadfield files match subject {subject!r} in {folder}: "
-                f"{[p.name for p in found]}; keep one per subject"
-            )
-        if found:
-            return found[0]
-    raise FileNotFoundError(_missing_message(folder, tried))
+    return builder.find(
+        f"sub-{subject}", subject, orientation_type=cfg.laminar_orientation_type
+    )
 
 
 def get_input_fnames_leadfield(
@@ -139,10 +111,7 @@ def run_leadfield(
     in_files: dict,
 ) -> dict:
     """Simulate, load or generate the laminar leadfield of one subject/session."""
-    import mne
-
     mode = cfg.laminar_leadfield_mode
-    ori = cfg.laminar_orientation_type
     surf = None
     surf_files = {
         key: in_files.pop(key)
@@ -154,55 +123,8 @@ def run_leadfield(
             cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing,
             verbose=False,
         )  # fmt: skip
-    sources = {}
-    if mode == "simulate":
-        meg, eeg = _channel_flags(cfg)
-        dtype = "float32" if cfg.laminar_forward_float32 else "float64"
-        msg = (
-            f"Simulating the {ori} laminar leadfield: {surf.n_layers} layers x "
-            f"{surf.n_columns} columns, engine {cfg.laminar_forward_engine!r}, "
-            f"skull margin {cfg.laminar_skull_margin} mm"
-        )
-        logger.info(**gen_log_kwargs(message=msg))
-        info_fname = Path(in_files.pop("info").fpath)
-        sources = dict(
-            bem=Path(in_files.pop("bem")), trans=Path(in_files.pop("trans").fpath),
-            info=info_fname,
-        )  # fmt: skip
-        builder = L.LeadfieldBuilder(
-            surfaces=surf, bem=sources["bem"], trans=sources["trans"],
-            info=mne.io.read_info(info_fname, verbose=False),
-            mindist=cfg.laminar_skull_margin, engine=cfg.laminar_forward_engine,
-            meg=meg, eeg=eeg, dtype=dtype, verbose=False,
-        )  # fmt: skip
-        data = builder.simulate(cfg.fs_subject, ori)
-        data.provenance.update(bem=str(sources["bem"]), trans=str(sources["trans"]),
-                               info=str(info_fname))  # fmt: skip
-    elif mode == "random":
-        meg, eeg = _channel_flags(cfg)
-        info_fname = Path(in_files.pop("info").fpath)
-        sources = dict(info=info_fname)
-        info = mne.io.read_info(info_fname, verbose=False)
-        from ....forward import fwd_channel_picks
-
-        info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
-        seed = cfg.laminar_random_seed
-        msg = f"Generating a random {ori} leadfield (seed {seed})"
-        logger.info(**gen_log_kwargs(message=msg))
-        data = L.LeadfieldBuilder().random(
-            ori, len(info["ch_names"]), surf.n_layers * surf.n_columns,
-            random_state=seed, n_layers=surf.n_layers, subject=subject,
-        )  # fmt: skip
-        data.ch_names = list(info["ch_names"])
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-    else:
-        fname = Path(in_files.pop("leadfield"))
-        sources = dict(leadfield=fname)
-        msg = f"Loading the {ori} leadfield {fname}"
-        logger.info(**gen_log_kwargs(message=msg))
-        data = L.read_leadfield(fname, orientation_type=ori)
-        data.provenance.update(mode="load", subject=subject)
-        _attach_layout(data, surf)
+    make = dict(simulate=_simulate, random=_random, load=_load)[mode]
+    data, sources = make(cfg, subject, surf, in_files)
     if surf is not None:
         sources["surfaces"] = S.summary_fname(
             cfg.laminar_root, subject, session, cfg.laminar_column_spacing
@@ -220,40 +142,78 @@ def run_leadfield(
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
 
-def _attach_layout(data: L.LeadfieldData, surf) -> None:
-    """Give a loaded leadfield the layers/columns of the surfaces when they match."""
-    if surf is None:
-        return
-    if data.n_layers > 1:
-        if data.n_columns != surf.n_columns or data.n_layers != surf.n_layers:
-            logger.warning(
-                **gen_log_kwargs(
-                    message=f"The loaded leadfield has {data.n_layers} layers x "
-                    f"{data.n_columns} columns, the layer surfaces {surf.n_layers} x "
-                    f"{surf.n_columns}: the leadfield's own layout is kept"
-                )
-            )
-        else:
-            data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        return
-    if data.n_sources == surf.n_layers * surf.n_columns:
-        data.n_layers, data.n_columns = surf.n_layers, surf.n_columns
-        data.layer = np.repeat(np.arange(surf.n_layers), surf.n_columns)
-        data.column = np.tile(np.arange(surf.n_columns), surf.n_layers)
-        data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
-        data.provenance["layout"] = "layer-major, from the layer surfaces"
+def _simulate(cfg, subject, surf, in_files):
+    """The simulated leadfield (MBP's BEM, trans and info) and its inputs."""
+    import mne
+
+    meg, eeg = _channel_flags(cfg)
+    ori = cfg.laminar_orientation_type
+    dtype = "float32" if cfg.laminar_forward_float32 else "float64"
+    msg = (
+        f"Simulating the {ori} laminar leadfield: {surf.n_layers} layers x "
+        f"{surf.n_columns} columns, engine {cfg.laminar_forward_engine!r}, "
+        f"skull margin {cfg.laminar_skull_margin} mm"
+    )
+    logger.info(**gen_log_kwargs(message=msg))
+    info_fname = Path(in_files.pop("info").fpath)
+    sources = dict(
+        bem=Path(in_files.pop("bem")), trans=Path(in_files.pop("trans").fpath),
+        info=info_fname,
+    )  # fmt: skip
+    builder = L.LeadfieldBuilder(
+        surfaces=surf, bem=sources["bem"], trans=sources["trans"],
+        info=mne.io.read_info(info_fname, verbose=False),
+        mindist=cfg.laminar_skull_margin, engine=cfg.laminar_forward_engine,
+        meg=meg, eeg=eeg, dtype=dtype, verbose=False,
+    )  # fmt: skip
+    data = builder.simulate(cfg.fs_subject, ori)
+    data.provenance.update(bem=str(sources["bem"]), trans=str(sources["trans"]),
+                           info=str(info_fname))  # fmt: skip
+    return data, sources
+
+
+def _random(cfg, subject, surf, in_files):
+    """A random leadfield with the channels of MBP's info, and its inputs."""
+    import mne
+
+    from ....forward import fwd_channel_picks
+
+    meg, eeg = _channel_flags(cfg)
+    ori = cfg.laminar_orientation_type
+    info_fname = Path(in_files.pop("info").fpath)
+    info = mne.io.read_info(info_fname, verbose=False)
+    info = mne.pick_info(info, fwd_channel_picks(info, meg=meg, eeg=eeg))
+    seed = cfg.laminar_random_seed
+    msg = f"Generating a random {ori} leadfield (seed {seed})"
+    logger.info(**gen_log_kwargs(message=msg))
+    data = L.LeadfieldBuilder().random(
+        ori, len(info["ch_names"]), surf.n_layers * surf.n_columns,
+        random_state=seed, n_layers=surf.n_layers, subject=subject,
+    )  # fmt: skip
+    data.ch_names = list(info["ch_names"])
+    data.column_hemi, data.column_vertno = surf.hemi, surf.vertno
+    return data, dict(info=info_fname)
+
+
+def _load(cfg, subject, surf, in_files):
+    """The leadfield of ``laminar_leadfield_dir`` (with the surfaces' layout)."""
+    fname = Path(in_files.pop("leadfield"))
+    ori = cfg.laminar_orientation_type
+    msg = f"Loading the {ori} leadfield {fname}"
+    logger.info(**gen_log_kwargs(message=msg))
+    data = L.read_leadfield(fname, orientation_type=ori)
+    data.provenance.update(mode="load", subject=subject)
+    if surf is not None:
+        L.attach_surface_layout(data, surf, fname=fname)
+    return data, dict(leadfield=fname)
 
 
 def _uri(cfg, path) -> str | None:
     """A BIDS URI for a file of this dataset or of the raw dataset, else the path."""
     if path is None:
         return None
-    path = Path(path).resolve()
-    for name, root in (("", cfg.laminar_root), ("raw", cfg.bids_root)):
-        root = Path(root).resolve()
-        if path.is_relative_to(root):
-            return bids.bids_uri(name, os.path.relpath(path, root))
-    return str(path)
+    roots = {"": cfg.laminar_root, "raw": cfg.bids_root}
+    return bids.dataset_uri(path, roots) or str(Path(path).resolve())
 
 
 def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
@@ -276,7 +236,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
         "Description": (
             "Laminar leadfield: sensor gain of every cortical column at every "
             "layer depth, sources layer-major (source l * n_kept + k is kept "
-            "column k at layer l; layer 0 = pial). Stored in HDF5 dataset "
+            f"column k at layer l; layers {S.layer_order(data.n_layers)}). Stored in HDF5 dataset "
             "'leadfield' with shape (n_channels, n_sources) for fixed or "
             "(n_channels, n_sources, K) for free orientation."
         ),
@@ -293,7 +253,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
         "Units": units,
         "ChannelCounts": counts,
         "NumberOfLayers": int(data.n_layers),
-        "LayerOrder": layer_order(data.n_layers),
+        "LayerOrder": S.layer_order(data.n_layers),
         "NumberOfColumns": int(data.n_columns),
         "NumberOfKeptColumns": int(len(data.columns)),
         "NumberOfSources": int(data.n_sources),
@@ -350,14 +310,19 @@ def _save(cfg, subject, session, data, surf, sources):
                 "the HDF5 file is the only copy (LeadfieldData.to_forward converts)"
             )
         )
-    written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
     side = _sidecar(cfg, data, surf, sources, names["fwd"].name if fwd_ok else None)
-    written.append(bids.write_json(names["json"], side))
-    if fwd_ok:
-        written.append(L.write_forward_fif(names["fwd"], data, overwrite=True, verbose=False))
-        written.append(bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name)))
+    with bids.atomic_group():  # all four files, or none (the old set is kept)
+        written = [L.write_leadfield(names["h5"], data, overwrite=True, verbose=False)]
+        side = L.with_checksum(side, names["h5"])
+        written.append(bids.write_json(names["json"], side))
+        if fwd_ok:
+            written.append(L.write_forward_fif(names["fwd"], data, overwrite=True,
+                                               verbose=False))  # fmt: skip
+            written.append(
+                bids.write_json(names["fwd_json"], dict(side, LeadfieldFile=names["h5"].name))
+            )
     folder = names["h5"].parent
-    prefix = names["h5"].name.split("_desc-")[0]
+    prefix = bids.subject_prefix(subject, session)
     bids.remove_stale(folder, f"{prefix}_desc-laminar_fwd.*", written)
     return written, fwd_ok
 
@@ -373,7 +338,7 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
         fig=fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
         caption=(
             "Norm over the channels of each unit group of every source's leadfield "
-            "column, sources layer-major (layer 0 = pial first); deeper layers are "
+            f"column, sources layer-major ({S.layer_order(data.n_layers)}); deeper layers are "
             "farther from the sensors and should have smaller norms. Jumps or "
             "zero columns point at scaling, orientation or loading problems."
         ),
@@ -397,7 +362,7 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     flagged = L.flag_outlier_columns(data, norms=norms)
     rows = [
         (r["column"], r["hemi"] or "n/a", "n/a" if r["vertno"] is None else r["vertno"],
-         r["layer"], _pretty(r["unit"]), r["norm"], r["robust_z"])
+         r["layer"], L.pretty_unit(r["unit"]), r["norm"], r["robust_z"])
         for r in flagged[:MAX_OUTLIER_ROWS]
     ]  # fmt: skip
     caption = (
@@ -436,7 +401,7 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
         images += viz.plot_surface_map(
             surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
             cmap="RdBu_r", clim=(-lim, lim), hemi=hemi,
-            label=f"log10 ratio ({_pretty(unit)})",
+            label=f"log10 ratio ({L.pretty_unit(unit)})",
         )  # fmt: skip
     return viz.image_grid(images, ncols=2) if images else None
 
@@ -451,8 +416,8 @@ def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:
         ("Shape", " x ".join(str(s) for s in data.leadfield.shape)),
         ("dtype", str(data.leadfield.dtype)),
         ("Channels", ", ".join(f"{data.ch_types.count(t)} {t}" for t in types)),
-        ("Units", ", ".join(f"{t}: {_pretty(data.units[data.ch_types.index(t)])}" for t in types)),
-        ("Layers", f"{data.n_layers} (0 = pial ... {data.n_layers - 1} = white)"),
+        ("Units", ", ".join(f"{t}: {L.pretty_unit(data.units[data.ch_types.index(t)])}" for t in types)),
+        ("Layers", f"{data.n_layers} ({S.layer_order(data.n_layers, brief=True)})"),
         ("Columns kept", f"{len(data.columns)} of {data.n_columns}"),
         ("Columns dropped", "; ".join(f"{n}: {r}" for r, n in by_reason.items()) or "none"),
     ]

@@ -21,15 +21,10 @@ from mne_bids_pipeline._report import _open_report
 from mne_bids_pipeline._run import failsafe_run
 
 from .... import bids
+from .... import leadfield as L
 from .... import predictors as P
 from .... import surfaces as S
-
-# library privates the step still uses (issue 10, phase 2 makes them public)
-from ....predictors._lf_rms_diff import _physical_units
-from ....predictors._scalp import _scalp_candidates
-from ....predictors._score import _check_weights
 from ....report import viz
-from ....surfaces._io import _density
 from ... import _mbp
 
 SECTION = "Anatomical predictors"
@@ -45,26 +40,12 @@ CMAPS = {
 
 
 # ------------------------------------------------------------------ names
-def map_fname(root, subject, session, hemi, spacing, name) -> Path:
-    """GIFTI map of one predictor (or the score) of one hemisphere."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", hemi=hemi,
-        space="individual", den=spacing, desc=P.MAP_DESC[name], suffix="stat",
-        extension=".func.gii",
-    )  # fmt: skip
-
-
-def table_fname(root, subject, session, spacing) -> Path:
-    """The predictors TSV (one row per column); its sidecar has the priors."""
-    return bids.bids_fname(
-        root, subject=subject, session=session, datatype="anat", space="individual",
-        den=spacing, desc="laminar", suffix="predictors", extension=".tsv",
-    )  # fmt: skip
+map_fname, table_fname = P.map_fname, P.table_fname  # the library names them
 
 
 def _stale_patterns(subject, session) -> list[str]:
     """Glob patterns of every file this step writes (any spacing)."""
-    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    prefix = bids.subject_prefix(subject, session)
     out = [f"{prefix}_space-individual_den-*_desc-laminar_predictors.*"]
     for desc in P.MAP_DESC.values():
         out.append(f"{prefix}_hemi-*_space-individual_den-*_desc-{desc}_stat.*")
@@ -72,84 +53,25 @@ def _stale_patterns(subject, session) -> list[str]:
 
 
 # ----------------------------------------------------------------- inputs
-def _surface_files(cfg, subject, session) -> dict[str, Path]:
-    return S.saved_fnames(
-        cfg.laminar_root, subject, session, cfg.laminar_column_spacing, pial=True
-    )
-
-
-def _leadfield_file(cfg, subject, session) -> Path:
-    """The leadfield written by laminar/_02_leadfield (HDF5)."""
-    from .... import leadfield as L
-
-    if hasattr(L, "leadfield_fname"):
-        return Path(L.leadfield_fname(cfg.laminar_root, subject, session,
-                                      datatype=cfg.datatype, kind="h5"))  # fmt: skip
-    return bids.bids_fname(
-        cfg.laminar_root, subject=subject, session=session, datatype=cfg.datatype,
-        desc="laminar", suffix="leadfield", extension=".h5",
-    )  # fmt: skip
-
-
 def _read_leadfield(fname, n_layers):
     """Only the pial and the deepest layer: all lf_rms_diff needs."""
-    from .... import leadfield as L
-
     return L.read_leadfield(fname, layers=[0, n_layers - 1], verbose=False)
 
 
 def _scalp_file(cfg) -> Path | None:
-    for fname in _scalp_candidates(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
+    for fname in P.scalp_files(cfg.fs_subject, cfg.fs_subjects_dir, cfg.laminar_scalp_mesh):
         if fname.is_file():
             return fname
     return None
 
 
-def _cov_files(cfg, subject, session) -> dict[str, Path]:
-    """MBP's noise covariance, the info it goes with and its rank, if they exist."""
-    if not cfg.laminar_predictors_whiten or cfg.noise_cov == "ad-hoc":
-        return {}
-    from mne_bids_pipeline._config_utils import get_noise_cov_bids_path
-
-    cov = get_noise_cov_bids_path(cfg=cfg, subject=subject, session=session)
-    if cfg.noise_cov == "custom":  # a callable, sanitized to "custom" for caching
-        cov = cov.copy().update(processing="custom")
-    info = _mbp.mbp_path(cfg, subject, session).update(**_info_update(cfg))
-    rank = cov.copy().update(suffix="rank", extension=".json")
-    files = {}
-    if cov.fpath.is_file() and info.fpath.is_file():
-        files = {"cov": cov.fpath, "cov_info": info.fpath}
-        if rank.fpath.is_file():
-            files["cov_rank"] = rank.fpath
-    return files
-
-
-def _info_update(cfg) -> dict:
-    """The info file MBP's inverse uses with the noise covariance."""
-    if cfg.source_info_path_update is not None:
-        return dict(cfg.source_info_path_update)
-    if cfg.noise_cov in ("rest", "noise"):
-        return dict(processing="clean", suffix="raw", task=cfg.noise_cov)
-    return dict(suffix="ave", task=cfg.all_tasks[0])
-
-
 def _roi_files(cfg) -> dict[str, Path]:
     """Files behind the ROIs (annotations, labels), for MBP's change tracking."""
-    import re
-
     out = {}
     for k, spec in enumerate(cfg.laminar_rois):
-        m = re.fullmatch(r"([^:/\\]+):(lh|rh)\.(.+)", spec)
-        if m and not Path(spec).is_file():
-            atlas, hemi, _ = m.groups()
-            cands = [_mbp.fs_path(cfg, "label", f"{hemi}.{atlas}.annot")]
-        else:
-            cands = [Path(spec), _mbp.fs_path(cfg, spec), _mbp.fs_path(cfg, "label", spec)]
-            cands += [c.with_name(c.name + ".label") for c in cands]
-        for cand in cands:
-            if cand.is_file():
-                out[f"roi{k}"] = cand
-                break
+        found = [c for c in P.roi_files(spec, cfg.fs_subject, cfg.fs_subjects_dir) if c.is_file()]
+        if found:
+            out[f"roi{k}"] = found[0]
     return out
 
 
@@ -157,33 +79,17 @@ def get_input_fnames_predictors(
     *, cfg: SimpleNamespace, subject: str, session: str | None
 ) -> dict[str, Path]:
     """Layer surfaces, leadfield, scalp, noise covariance and ROI files."""
-    in_files = _surface_files(cfg, subject, session)
-    in_files["leadfield"] = _leadfield_file(cfg, subject, session)
+    in_files = _mbp.surface_files(cfg, subject, session)
+    in_files["leadfield"] = _mbp.leadfield_file(cfg, subject, session)
     scalp = _scalp_file(cfg)
     if scalp is not None:  # else read_scalp raises, listing what it looked for
         in_files["scalp"] = scalp
-    in_files.update(_cov_files(cfg, subject, session))
+    in_files.update(_mbp.cov_files(cfg, subject, session))
     in_files.update(_roi_files(cfg))
     return in_files
 
 
 # ------------------------------------------------------------------- step
-def _whitener(cfg, in_files):
-    """Noise covariance, info and rank for whitening, or Nones."""
-    import mne
-
-    if "cov" not in in_files:
-        return None, None, None
-    cov = mne.read_cov(in_files.pop("cov"), verbose="error")
-    info = mne.io.read_info(in_files.pop("cov_info"), verbose="error")
-    rank = None
-    if "cov_rank" in in_files:
-        from mne_bids_pipeline._io import _read_json
-
-        rank = _read_json(in_files.pop("cov_rank"))
-    return cov, info, rank
-
-
 @failsafe_run(get_input_fnames=get_input_fnames_predictors)
 def run_predictors(
     *,
@@ -194,7 +100,7 @@ def run_predictors(
     in_files: dict,
 ) -> dict:
     """Compute, save and report the anatomical predictors of one subject/session."""
-    for key in _surface_files(cfg, subject, session):  # read by LaminarSurfaces.load
+    for key in _mbp.surface_files(cfg, subject, session):  # read by LaminarSurfaces.load
         in_files.pop(key)
     surf = S.LaminarSurfaces.load(
         cfg.laminar_root, subject, session, spacing=cfg.laminar_column_spacing, verbose=False
@@ -205,10 +111,8 @@ def run_predictors(
     scalp.source = "<subjects_dir>/" + Path(
         os.path.relpath(scalp.source, cfg.fs_subjects_dir)
     ).as_posix()  # no machine-specific paths in the sidecars
-    cov, info, rank = _whitener(cfg, in_files)
-    if cov is not None and (
-        leadfield.synthetic or not set(leadfield.units) <= set(_physical_units())
-    ):
+    cov, info, rank = _mbp.read_whitener(cfg, in_files)
+    if cov is not None and not P.can_whiten(leadfield):
         msg = "The leadfield has no physical units (random?): not whitening"
         logger.info(**gen_log_kwargs(message=msg))
         cov = info = rank = None
@@ -268,62 +172,58 @@ def _mni(pred, cfg, records) -> bool:
 def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights, mni):
     root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
     anat = bids.subject_dir(root, subject, session, "anat")
-    density = _density(surf)
+    density = S.density_description(surf)
     sources = {
-        hemi: bids_uri_rel(root, S.layer_fname(root, subject, session, hemi, 0, sp))
+        hemi: bids.dataset_uri(S.layer_fname(root, subject, session, hemi, 0, sp), {"": root})
         for hemi in S.HEMIS
     }
     written = []
-    values = {**pred.as_dict(), P.SCORE_NAME: score}
-    for hemi in S.HEMIS:
-        sl = surf.columns(hemi)
-        for name in MAPS:
-            fname = map_fname(root, subject, session, hemi, sp, name)
-            P.write_gifti_map(
-                fname, values[name][sl], hemi, name=name,
-                meta={"Description": P.LONG_NAMES[name], "Units": pred.units[name]},
-            )  # fmt: skip
-            side = {
-                "Description": f"{P.LONG_NAMES[name]}, one value per column of the "
-                f"{hemi} hemisphere, in the vertex order of the layer surfaces "
-                f"(den-{sp}). {P.DESCRIPTIONS[name]}",
-                "Units": pred.units[name],
-                "Density": density,
-                "SpatialReference": sources[hemi],
-                "Sources": [sources[hemi]],
-                "VertexIds": "FreeSurfer vertex of each value: column 'vertex' of "
-                f"{table_fname(root, subject, session, sp).name}",
-            }
-            if name in pred.methods:
-                side["Method"] = pred.methods[name]
-            if name == P.SCORE_NAME:
-                side["ScoreWeights"] = _check_weights(weights)
-            written += [fname, bids.write_json(bids.sidecar(fname), side)]
-    tsv = table_fname(root, subject, session, sp)
-    extra = {
-        "SpatialReference": S.SPATIAL_REFERENCE + " (columns x, y, z)",
-        "Density": density,
-        "Sources": list(sources.values()),
-        "BestColumn": best,
-        "Priors": priors,
-        "ROIs": {name: P.roi_column_name(name) for name in rois},
-        "Coordinates": "pos_mri_mm: pial position, FreeSurfer surface RAS (mm); "
-        + (
-            "pos_mni: MNI Talairach (mri/transforms/talairach.xfm), mm"
-            if mni
-            else "no MNI coordinates (no mri/transforms/talairach.xfm)"
-        ),
-    }
-    pred.to_tsv(tsv, weights=weights, rois=rois, extra=extra)
-    written += [tsv, bids.sidecar(tsv)]
+    with bids.atomic_group():  # the maps, the table and their sidecars, or none
+        values = {**pred.as_dict(), P.SCORE_NAME: score}
+        for hemi in S.HEMIS:
+            sl = surf.columns(hemi)
+            for name in MAPS:
+                fname = map_fname(root, subject, session, hemi, sp, name)
+                P.write_gifti_map(
+                    fname, values[name][sl], hemi, name=name,
+                    meta={"Description": P.LONG_NAMES[name], "Units": pred.units[name]},
+                )  # fmt: skip
+                side = {
+                    "Description": f"{P.LONG_NAMES[name]}, one value per column of the "
+                    f"{hemi} hemisphere, in the vertex order of the layer surfaces "
+                    f"(den-{sp}). {P.DESCRIPTIONS[name]}",
+                    "Units": pred.units[name],
+                    "Density": density,
+                    "SpatialReference": sources[hemi],
+                    "Sources": [sources[hemi]],
+                    "VertexIds": "FreeSurfer vertex of each value: column 'vertex' of "
+                    f"{table_fname(root, subject, session, sp).name}",
+                }
+                if name in pred.methods:
+                    side["Method"] = pred.methods[name]
+                if name == P.SCORE_NAME:
+                    side["ScoreWeights"] = P.score_weights(weights)
+                written += [fname, bids.write_json(bids.sidecar(fname), side)]
+        tsv = table_fname(root, subject, session, sp)
+        extra = {
+            "SpatialReference": S.SPATIAL_REFERENCE + " (columns x, y, z)",
+            "Density": density,
+            "Sources": list(sources.values()),
+            "BestColumn": best,
+            "Priors": priors,
+            "ROIs": {name: P.roi_column_name(name) for name in rois},
+            "Coordinates": "pos_mri_mm: pial position, FreeSurfer surface RAS (mm); "
+            + (
+                "pos_mni: MNI Talairach (mri/transforms/talairach.xfm), mm"
+                if mni
+                else "no MNI coordinates (no mri/transforms/talairach.xfm)"
+            ),
+        }
+        pred.to_tsv(tsv, weights=weights, rois=rois, extra=extra)
+        written += [tsv, bids.sidecar(tsv)]
     for pattern in _stale_patterns(subject, session):
         bids.remove_stale(anat, pattern, written)
     return written
-
-
-def bids_uri_rel(root: Path, path: Path) -> str:
-    """``bids::<path relative to the dataset root>`` (a file of this dataset)."""
-    return bids.bids_uri("", Path(os.path.relpath(path, root)))
 
 
 # ----------------------------------------------------------------- report
@@ -431,7 +331,7 @@ def _methods_table(pred, cfg) -> str:
     rows = [(name, pred.units[name], pred.methods.get(name, ""), n_nan[name])
             for name in P.PREDICTORS]  # fmt: skip
     rows.append((P.SCORE_NAME, "arbitrary",
-                 f"weights {_check_weights(cfg.laminar_score_weights)}",
+                 f"weights {P.score_weights(cfg.laminar_score_weights)}",
                  int((~pred.kept).sum())))  # fmt: skip
     return viz.html_table(
         ("predictor", "units", "method", "NaN columns"), rows,

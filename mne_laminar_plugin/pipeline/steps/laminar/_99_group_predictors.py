@@ -25,13 +25,10 @@ from .... import predictors as P
 from ....report import viz
 from ....surfaces import HEMIS
 from ... import _mbp
-from ._03_predictors import table_fname
 
 SECTION = "Anatomical predictors (group)"
 AVERAGE = "average"
-#: template vertices farther than this times the median column spacing from
-#: every column (medial wall, dropped columns) are left NaN
-GAP_FACTOR = 2.0
+GAP_FACTOR = P.GAP_FACTOR
 
 
 def _template_label(template: str) -> str:
@@ -75,7 +72,7 @@ def get_input_fnames_group_predictors(
     assert subject == AVERAGE
     in_files: dict[str, Path] = {}
     for sub, fs_sub in cfg.group_subjects:
-        in_files[f"{sub}-predictors"] = table_fname(
+        in_files[f"{sub}-predictors"] = P.table_fname(
             cfg.laminar_root, sub, session, cfg.laminar_column_spacing
         )
         for hemi in HEMIS:
@@ -93,46 +90,7 @@ def get_input_fnames_group_predictors(
     return in_files
 
 
-def map_to_template(pred_hemi, pred_vertno, values, sphere_subject, sphere_template):
-    """Values of one hemisphere's columns on every template vertex.
-
-    Nearest column on the registered spheres (directions compared, so the
-    sphere radii do not matter). Template vertices farther from every column
-    than ``GAP_FACTOR`` times the median column spacing (the removed medial
-    wall, dropped columns) get NaN instead of an extrapolated value.
-
-    Parameters
-    ----------
-    pred_hemi, pred_vertno : array, shape (n_columns,)
-        Columns of the hemisphere (vertex ids into ``sphere_subject``).
-    values : array, shape (n_columns,)
-        Value per column (NaN allowed).
-    sphere_subject : array, shape (n_vertices, 3)
-        The subject's ``?h.sphere.reg`` vertices.
-    sphere_template : array, shape (n_template, 3)
-        The template's ``?h.sphere.reg`` vertices.
-
-    Returns
-    -------
-    mapped : array, shape (n_template,)
-        Value of the nearest column (NaN where that column is NaN or too far).
-    nearest : array of int, shape (n_template,)
-        Index (into the given columns) of the nearest column.
-    """
-    from scipy.spatial import cKDTree
-
-    del pred_hemi
-    sub = np.asarray(sphere_subject, float)[np.asarray(pred_vertno, np.int64)]
-    sub = sub / np.linalg.norm(sub, axis=1, keepdims=True)
-    tpl = np.asarray(sphere_template, float)
-    tpl = tpl / np.linalg.norm(tpl, axis=1, keepdims=True)
-    tree = cKDTree(sub)
-    dist, nearest = tree.query(tpl)
-    mapped = np.asarray(values, float)[nearest]
-    if len(sub) > 1:
-        spacing = np.median(tree.query(sub, k=2)[0][:, 1])
-        mapped[dist > GAP_FACTOR * spacing] = np.nan
-    return mapped, nearest
+map_to_template = P.map_to_template  # the library maps (name kept for callers)
 
 
 @failsafe_run(get_input_fnames=get_input_fnames_group_predictors)
@@ -146,7 +104,6 @@ def run_group_predictors(
 ) -> dict:
     """Map every subject's score to the template; mean map and best columns."""
     import mne
-    from scipy.spatial import cKDTree
 
     assert subject == AVERAGE
     msg = (
@@ -154,53 +111,15 @@ def run_group_predictors(
         f"{cfg.template} (nearest column on ?h.sphere.reg)"
     )
     logger.info(**gen_log_kwargs(message=msg))
-    tpl = {}
-    for hemi in HEMIS:
-        sphere = mne.read_surface(in_files.pop(f"template-sphere-{hemi}"))[0]
-        disp_rr, disp_tris = mne.read_surface(in_files.pop(f"template-display-{hemi}"))[:2]
-        anat_rr = mne.read_surface(in_files.pop(f"template-anat-{hemi}"))[0]
-        tpl[hemi] = dict(sphere=sphere, rr=disp_rr / 1e3, tris=disp_tris, anat=anat_rr / 1e3)
+    tpl = {hemi: _read_template(in_files, hemi) for hemi in HEMIS}
     mapped = {hemi: [] for hemi in HEMIS}
     best_rows = []
     for sub, _ in cfg.group_subjects:
-        fname = in_files.pop(f"{sub}-predictors")
-        table = bids.read_tsv(fname)
-        pred = P.AnatomicalPredictors.from_tsv(fname)
-        score = np.array([np.nan if v == "n/a" else float(v) for v in table[P.SCORE_NAME]])
-        best = int(np.nanargmax(score))
-        for hemi in HEMIS:
-            sphere = mne.read_surface(in_files.pop(f"{sub}-sphere-{hemi}"))[0]
-            cols = np.flatnonzero(pred.hemi == hemi)
-            if cols.size == 0:
-                mapped[hemi].append(np.full(len(tpl[hemi]["sphere"]), np.nan))
-                continue
-            vals, _ = map_to_template(
-                pred.hemi[cols], pred.vertno[cols], score[cols], sphere, tpl[hemi]["sphere"]
-            )
-            mapped[hemi].append(vals)
-            if pred.hemi[best] == hemi:
-                direction = sphere[pred.vertno[best]]
-                t_sph = tpl[hemi]["sphere"]
-                t_vert = int(
-                    cKDTree(t_sph / np.linalg.norm(t_sph, axis=1, keepdims=True)).query(
-                        direction / np.linalg.norm(direction)
-                    )[1]
-                )
-                best_rows.append(
-                    dict(
-                        subject=sub,
-                        hemi=bids.HEMI_LABEL[hemi],
-                        vertex=int(pred.vertno[best]),
-                        score=float(score[best]),
-                        x=float(pred.pos[best, 0] * 1e3) if pred.pos is not None else None,
-                        y=float(pred.pos[best, 1] * 1e3) if pred.pos is not None else None,
-                        z=float(pred.pos[best, 2] * 1e3) if pred.pos is not None else None,
-                        template_vertex=t_vert,
-                        template_x=float(tpl[hemi]["anat"][t_vert, 0] * 1e3),
-                        template_y=float(tpl[hemi]["anat"][t_vert, 1] * 1e3),
-                        template_z=float(tpl[hemi]["anat"][t_vert, 2] * 1e3),
-                    )
-                )
+        pred = P.AnatomicalPredictors.from_tsv(in_files.pop(f"{sub}-predictors"))
+        spheres = {
+            hemi: mne.read_surface(in_files.pop(f"{sub}-sphere-{hemi}"))[0] for hemi in HEMIS
+        }
+        best_rows.append(_map_subject(sub, pred, spheres, tpl, mapped))
     assert not in_files, in_files
     out_files, means = {}, {}
     _mbp.ensure_dataset(cfg)
@@ -238,6 +157,48 @@ def run_group_predictors(
     ) as report:
         _add_report(report, cfg, tpl, means, best_rows)
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
+
+
+def _read_template(in_files, hemi) -> dict:
+    """The template's sphere, display surface (m) and anatomical vertices (m)."""
+    import mne
+
+    sphere = mne.read_surface(in_files.pop(f"template-sphere-{hemi}"))[0]
+    disp_rr, disp_tris = mne.read_surface(in_files.pop(f"template-display-{hemi}"))[:2]
+    anat_rr = mne.read_surface(in_files.pop(f"template-anat-{hemi}"))[0]
+    return dict(sphere=sphere, rr=disp_rr / 1e3, tris=disp_tris, anat=anat_rr / 1e3)
+
+
+def _map_subject(sub, pred, spheres, tpl, mapped) -> dict:
+    """Append a subject's score maps to ``mapped``; its best column's table row."""
+    if pred.saved_score is None:
+        raise ValueError(f"the predictors of {sub} have no {P.SCORE_NAME!r} column "
+                         "(rerun laminar/predictors)")  # fmt: skip
+    score = pred.saved_score
+    best = int(np.nanargmax(score))
+    for hemi in HEMIS:
+        cols = np.flatnonzero(pred.hemi == hemi)
+        vals = np.full(len(tpl[hemi]["sphere"]), np.nan)
+        if cols.size:
+            vals, _ = P.map_to_template(
+                pred.hemi[cols], pred.vertno[cols], score[cols], spheres[hemi],
+                tpl[hemi]["sphere"],
+            )  # fmt: skip
+        mapped[hemi].append(vals)
+    hemi = pred.hemi[best]
+    t_vert = P.nearest_template_vertex(spheres[hemi][pred.vertno[best]], tpl[hemi]["sphere"])
+    pos = [None] * 3 if pred.pos is None else [float(v * 1e3) for v in pred.pos[best]]
+    return dict(
+        subject=sub,
+        hemi=bids.HEMI_LABEL[hemi],
+        vertex=int(pred.vertno[best]),
+        score=float(score[best]),
+        x=pos[0], y=pos[1], z=pos[2],
+        template_vertex=t_vert,
+        template_x=float(tpl[hemi]["anat"][t_vert, 0] * 1e3),
+        template_y=float(tpl[hemi]["anat"][t_vert, 1] * 1e3),
+        template_z=float(tpl[hemi]["anat"][t_vert, 2] * 1e3),
+    )  # fmt: skip
 
 
 def _table_sidecar(cfg) -> dict:
@@ -318,7 +279,7 @@ def _available_subjects(config, session, template_dir):
     subjects = [s for s, ses in get_subjects_sessions(config).items() if session in ses]
     for sub in subjects:
         fs_sub = get_fs_subject(config=config, subject=sub, session=session)
-        need = [table_fname(root, sub, session, config.laminar_column_spacing)]
+        need = [P.table_fname(root, sub, session, config.laminar_column_spacing)]
         need += [template_dir.parent / fs_sub / "surf" / f"{h}.sphere.reg" for h in HEMIS]
         missing = [str(p) for p in need if not p.is_file()]
         if missing:

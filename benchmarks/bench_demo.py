@@ -1,0 +1,195 @@
+"""Benchmark: the offline demo end to end, and the laminar stage alone.
+
+Runs, each as a fresh ``mne-laminar`` process (as a user would):
+
+1. ``demo``: ``mne-laminar demo DIR`` in an empty folder (data, MBP's ``all``,
+   the laminar stage);
+2. ``laminar``: ``mne-laminar run DIR/demo_config.py --steps laminar --no-cache``
+   on the result of 1.
+
+For each it reports the wall time of the whole command (interpreter start to
+exit), the time of the demo data (``make_demo_dataset``), of the rendering
+path decision (the subprocess probes) and of every MBP and laminar step
+(each step module's ``main``, timed in the process: wall time, and the CPU
+time of the process, which depends less on other jobs). The child process is
+this script itself with ``--child``: it wraps the step modules MBP runs and
+then calls ``mne_laminar_plugin.cli.main``.
+
+``--hide-xvfb`` removes every directory holding ``Xvfb`` from ``PATH`` and
+unsets ``DISPLAY`` (a bare headless node); by default the environment is
+used as it is. The load (``/proc/loadavg``) before and after each run is
+printed next to the figures: the machine may be shared.
+
+Usage::
+
+    python benchmarks/bench_demo.py [--workdir DIR] [--hide-xvfb] [--blas-threads N]
+        [--json out.json]
+
+``--blas-threads 1`` shows what a loaded machine costs: OpenBLAS's threads
+spin while they wait for a core, so on a 2-core machine shared with other
+jobs an SVD of MBP's inverse step took 17 s with 2 threads and 1.3 s with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_TIMES_ENV = "_MNE_LAMINAR_BENCH_TIMES"
+
+
+# ------------------------------------------------------------------ child
+def _child(argv: list[str]) -> int:
+    """Run ``mne-laminar`` with every MBP step, the data and the probes timed."""
+    import atexit
+
+    from mne_bids_pipeline import _config_utils, _main
+
+    from mne_laminar_plugin import cli, demo
+    from mne_laminar_plugin.pipeline import host
+    from mne_laminar_plugin.report import _render as _headless
+
+    records: list[tuple[str, float, float]] = []
+
+    def _timed(name, func):
+        def wrapper(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                records.append((name, time.perf_counter() - t0, time.process_time() - c0))
+
+        wrapper.__bench__ = True
+        return wrapper
+
+    orig_install = host._install_stages
+
+    def install(groups):
+        orig_install(groups)
+        get = _config_utils._get_step_modules
+
+        def get_step_modules():
+            mods = get()
+            for modules in mods.values():
+                for mod in modules:
+                    if not getattr(mod.main, "__bench__", False):
+                        step = f"{Path(mod.__file__).parent.name}/{Path(mod.__file__).stem}"
+                        mod.main = _timed(step, mod.main)
+            return mods
+
+        _config_utils._get_step_modules = get_step_modules
+        _main._get_step_modules = get_step_modules
+
+    host._install_stages = install
+    demo.make_demo_dataset = _timed("demo data", demo.make_demo_dataset)
+    _headless.probe = _timed("3D probe", _headless.probe)
+
+    def dump():
+        Path(os.environ[_TIMES_ENV]).write_text(json.dumps(records))
+
+    atexit.register(dump)
+    return cli.main(argv)
+
+
+# ----------------------------------------------------------------- parent
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _env(hide_xvfb: bool, blas_threads: int | None) -> dict:
+    env = dict(os.environ)
+    env.setdefault("MNE_BIDS_PIPELINE_FORCE_TERMINAL", "false")
+    if blas_threads:
+        for key in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[key] = str(blas_threads)
+    if hide_xvfb:
+        env.pop("DISPLAY", None)
+        keep = [d for d in env.get("PATH", "").split(os.pathsep)
+                if d and not (Path(d) / "Xvfb").exists()]  # fmt: skip
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *keep])
+    return env
+
+
+def _run(name: str, argv: list[str], env: dict, workdir: Path) -> dict:
+    times = workdir / f"times-{name}.json"
+    env = dict(env, **{_TIMES_ENV: str(times)})
+    load_before = _load()
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, __file__, "--child", *argv], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        sys.exit(f"{name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    path_line = next((ln for ln in res.stdout.splitlines() if "3D figures:" in ln), "")
+    return dict(
+        name=name, argv=argv, wall=wall, load_before=load_before, load_after=_load(),
+        steps=json.loads(times.read_text()), render_path=path_line,
+        blas_threads=env.get("OPENBLAS_NUM_THREADS"),
+    )  # fmt: skip
+
+
+def _table(run: dict) -> str:
+    lines = [
+        f"### `{' '.join(['mne-laminar', *run['argv']])}`",
+        "",
+        f"Wall time **{run['wall']:.1f} s** (load average before/after: "
+        f"{run['load_before']} / {run['load_after']}, {os.cpu_count()} CPUs, "
+        f"BLAS threads: {run['blas_threads'] or 'default'})",
+        f"Rendering path: `{run['render_path'].split('3D figures: ', 1)[-1]}`",
+        "",
+        "| part | wall (s) | CPU (s) |",
+        "| --- | --- | --- |",
+    ]
+    steps = run["steps"]
+    for name, wall, cpu in steps:
+        if name != "3D probe" and wall >= 0.005:
+            lines.append(f"| {name} | {wall:.2f} | {cpu:.2f} |")
+
+    def total(keep):
+        picked = [(w, c) for name, w, c in steps if keep(name)]
+        return sum(w for w, _ in picked), sum(c for _, c in picked)
+
+    probes = total(lambda n: n == "3D probe")
+    mbp = total(lambda n: "/" in n and not n.startswith("laminar/"))
+    lam = total(lambda n: n.startswith("laminar/"))
+    timed = total(lambda n: n != "3D probe")[0] + probes[0]
+    lines.append(f"| 3D rendering probes (subprocesses) | {probes[0]:.2f} | |")
+    lines.append(f"| **MBP steps** | **{mbp[0]:.2f}** | {mbp[1]:.2f} |")
+    lines.append(f"| **laminar steps** | **{lam[0]:.2f}** | {lam[1]:.2f} |")
+    lines.append(f"| start-up (imports, config), exit | {run['wall'] - timed:.2f} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        sys.exit(_child(sys.argv[2:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--hide-xvfb", action="store_true",
+                        help="no DISPLAY and no Xvfb on PATH (a bare headless node)")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="BLAS/OpenMP threads of the runs (default: the libraries' own)")
+    parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    demo_dir = workdir / "demo"
+    if demo_dir.exists():
+        sys.exit(f"{demo_dir} exists: pass an empty --workdir")
+    env = _env(args.hide_xvfb, args.blas_threads)
+    runs = [_run("demo", ["demo", str(demo_dir)], env, workdir)]
+    runs.append(_run("laminar", ["run", str(demo_dir / "demo_config.py"), "--steps", "laminar",
+                                 "--no-cache"], env, workdir))  # fmt: skip
+    print("\n\n".join(_table(run) for run in runs))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""How 3D report figures are drawn: a display, a private Xvfb, offscreen VTK, or 2D.
+
+MBP's forward and inverse steps draw their report figures (coregistration,
+source estimates) with MNE's Qt 3D backend, which needs an X display; the
+laminar steps draw theirs with pyvista offscreen. On a headless machine this
+module decides, once per run, which rendering path works and tells every
+process (MBP's loky or dask workers inherit the environment):
+
+``display``
+    ``DISPLAY`` is set and MNE's Qt 3D backend renders on it.
+``xvfb``
+    A private ``Xvfb`` (started by ``mne-laminar``) and MNE's Qt 3D backend.
+``offscreen``
+    No X server, but VTK renders off screen (EGL, else OSMesa): MBP's 3D
+    figures are drawn with VTK directly (:mod:`._figures_3d`), since
+    MNE's Qt backend cannot run without X.
+``2d``
+    No OpenGL at all: every 3D figure is replaced by labelled matplotlib
+    projections; the report caption says why.
+
+Each candidate is tried by a tiny render in a subprocess, so that a crash
+of a GL driver (segfault, abort) cannot end the run. ``MNE_LAMINAR_3D``
+(``auto``, ``display``, ``xvfb``, ``offscreen`` or ``2d``) forces a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from mne.utils import logger
+
+#: environment variable: the path a user forces (or ``auto``); after the
+#: decision it holds the path taken, for MBP's worker processes
+RENDER_ENV = "MNE_LAMINAR_3D"
+#: environment variables carrying the decision's reason and details
+_REASON_ENV = "_MNE_LAMINAR_3D_REASON"
+_DETAIL_ENV = "_MNE_LAMINAR_3D_DETAIL"
+PATHS = ("display", "xvfb", "offscreen", "2d")
+_CHOICES = ("auto", *PATHS)
+#: VTK render window classes for rendering without X, in order of preference
+_OFFSCREEN_WINDOWS = (("EGL", "vtkEGLRenderWindow"), ("OSMesa", "vtkOSOpenGLRenderWindow"))
+PROBE_TIMEOUT = 90.0
+
+_PROBE_CODE = r"""
+import json, re, sys
+mode = sys.argv[1]
+if mode == "vtk":
+    import numpy as np
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkFiltersSources import vtkSphereSource
+    from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper,
+        vtkRenderer, vtkRenderWindow, vtkWindowToImageFilter)
+    import vtkmodules.vtkRenderingOpenGL2  # noqa: F401
+    win = vtkRenderWindow()
+    win.SetOffScreenRendering(1)
+    win.SetSize(24, 24)
+    ren = vtkRenderer()
+    ren.SetBackground(1.0, 1.0, 1.0)
+    win.AddRenderer(ren)
+    sphere = vtkSphereSource()
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputConnection(sphere.GetOutputPort())
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    ren.AddActor(actor)
+    win.Render()
+    grab = vtkWindowToImageFilter()
+    grab.SetInput(win)
+    grab.Update()
+    img = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
+    found = re.findall("OpenGL renderer string:(.+)\n", win.ReportCapabilities())
+    out = dict(std=float(np.std(img)), window=win.GetClassName(),
+               renderer=found[0].strip() if found else "")
+else:  # MNE's own Qt 3D backend, as MNE's report uses it
+    import numpy as np
+    import pyvista
+    from mne.viz.backends import renderer
+    renderer.set_3d_backend("pyvistaqt", verbose="error")
+    fig = renderer.create_3d_figure((24, 24), bgcolor=(1.0, 1.0, 1.0))
+    fig.plotter.add_mesh(pyvista.Sphere(), color="red")
+    img = renderer.backend._take_3d_screenshot(figure=fig)
+    renderer.backend._close_3d_figure(fig)
+    out = dict(std=float(np.std(img)), window="Qt", renderer="")
+print("MNE_LAMINAR_PROBE " + json.dumps(out), flush=True)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderPath:
+    """The rendering path of 3D figures, and why it was taken.
+
+    Attributes
+    ----------
+    kind : str
+        ``"display"``, ``"xvfb"``, ``"offscreen"`` or ``"2d"``.
+    reason : str
+        Why this path (shown in the log and in 2D figure captions).
+    detail : str
+        What renders (e.g. ``"EGL, llvmpipe (LLVM 15.0.6, 256 bits)"``).
+    """
+
+    kind: str
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def is_3d(self) -> bool:
+        return self.kind != "2d"
+
+    def describe(self) -> str:
+        """The one log line of the decision."""
+        what = {
+            "display": "MNE's 3D backend on DISPLAY={}".format(os.environ.get("DISPLAY", "")),
+            "xvfb": "MNE's 3D backend on a private Xvfb (DISPLAY={})".format(
+                os.environ.get("DISPLAY", "")
+            ),
+            "offscreen": "offscreen VTK",
+            "2d": "2D matplotlib projections instead of 3D views",
+        }[self.kind]
+        if self.detail:
+            what += f" ({self.detail})"
+        return f"3D figures: {what}" + (f"; {self.reason}" if self.reason else "")
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that carry this decision to other processes."""
+        out = {RENDER_ENV: self.kind, _REASON_ENV: self.reason, _DETAIL_ENV: self.detail}
+        if self.kind == "offscreen":
+            window = dict(_OFFSCREEN_WINDOWS).get(self.detail.split(",")[0])
+            if window:
+                out["VTK_DEFAULT_OPENGL_WINDOW"] = window
+        if self.kind == "xvfb" and "MNE_3D_OPTION_MULTI_SAMPLES" not in os.environ:
+            out["MNE_3D_OPTION_MULTI_SAMPLES"] = "1"  # Xvfb's GLX has no multisampling
+        return out
+
+
+def requested_path() -> str:
+    """The path forced with ``MNE_LAMINAR_3D`` (``"auto"`` when unset)."""
+    value = os.environ.get(RENDER_ENV, "auto").strip().lower() or "auto"
+    if value not in _CHOICES:
+        raise ValueError(
+            f"Environment variable {RENDER_ENV}={value!r} is not valid: use one of "
+            f"{', '.join(_CHOICES)} (or unset it)."
+        )
+    return value
+
+
+def probe(mode: str, env: Mapping[str, str] | None = None) -> tuple[bool, dict | str]:
+    """Render a tiny image in a subprocess; return (success, info or error).
+
+    Parameters
+    ----------
+    mode : ``"vtk"`` | ``"qt"``
+        ``vtk``: a plain VTK offscreen render window (the class VTK picks,
+        or ``VTK_DEFAULT_OPENGL_WINDOW``). ``qt``: MNE's Qt 3D backend on the
+        current ``DISPLAY``.
+    env : dict | None
+        Variables to set for the subprocess (on top of ``os.environ``).
+
+    Returns
+    -------
+    ok : bool
+        True if the render produced a non-blank image.
+    info : dict | str
+        The render window class and OpenGL renderer, or why it failed.
+    """
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.pop(RENDER_ENV, None)
+    full_env.setdefault("MNE_3D_OPTION_MULTI_SAMPLES", "1")
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", _PROBE_CODE, mode],
+            env=full_env, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False, f"test render timed out after {PROBE_TIMEOUT:.0f} s"
+    for line in res.stdout.splitlines()[::-1]:
+        if line.startswith("MNE_LAMINAR_PROBE "):
+            info = json.loads(line.split(" ", 1)[1])
+            if info["std"] > 0:
+                return True, info
+            return False, "test render returned a blank image"
+    if res.returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-res.returncode).name
+        except ValueError:
+            name = str(-res.returncode)
+        why = f"test render crashed ({name})"
+    else:
+        lines = [ln for ln in (res.stderr or "").strip().splitlines() if ln.strip()]
+        why = f"test render failed: {lines[-1].strip()[:200]}" if lines else (
+            f"test render failed (exit code {res.returncode})"
+        )
+    return False, why
+
+
+def probe_offscreen() -> tuple[RenderPath | None, list[str]]:
+    """Try VTK's display-less render windows (EGL, then OSMesa)."""
+    errors = []
+    for name, window in _OFFSCREEN_WINDOWS:
+        env = {"VTK_DEFAULT_OPENGL_WINDOW": window}
+        ok, info = probe("vtk", env={**env, "DISPLAY": ""})
+        if ok and info.get("window") == window:
+            detail = name + (f", {info['renderer']}" if info.get("renderer") else "")
+            return RenderPath("offscreen", detail=detail), errors
+        errors.append(f"{name}: {info if not ok else 'VTK chose ' + info.get('window', '?')}")
+    return None, errors
+
+
+def current_path() -> RenderPath | None:
+    """The path decided for this run, read from the environment (None if none).
+
+    A decision sets :data:`RENDER_ENV` together with the reason variable; a
+    bare ``MNE_LAMINAR_3D`` is a user's request, not a decision.
+    """
+    kind = os.environ.get(RENDER_ENV, "").strip().lower()
+    if kind not in PATHS or _REASON_ENV not in os.environ:
+        return None
+    return RenderPath(
+        kind, reason=os.environ.get(_REASON_ENV, ""), detail=os.environ.get(_DETAIL_ENV, "")
+    )
+
+
+def decide_in_process() -> RenderPath:
+    """The path of this process: the run's decision, else probe now (no Xvfb).
+
+    Used when the laminar figures or MBP's patched steps run outside
+    ``mne-laminar`` (e.g. the library from a script). The result is stored in
+    the environment, so this probes at most once per process.
+    """
+    path = current_path()
+    if path is not None:
+        return path
+    forced = requested_path()
+    if forced == "2d":
+        path = RenderPath("2d", reason=f"{RENDER_ENV}=2d")
+    elif os.environ.get("DISPLAY") and forced in ("auto", "display"):
+        path = RenderPath("display")
+    else:
+        path, errors = probe_offscreen()
+        if path is None:
+            path = RenderPath("2d", reason="no OpenGL: " + "; ".join(errors))
+    logger.info(path.describe())
+    os.environ.update(path.env())
+    return path
+
+
+@contextmanager
+def use_path(path: RenderPath) -> Iterator[RenderPath]:
+    """Set the environment of ``path`` for this process (and its children)."""
+    new = path.env()
+    old = {key: os.environ.get(key) for key in new}
+    os.environ.update(new)
+    try:
+        yield path
+    finally:
+        for key, val in old.items():
+            if val is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = val
