@@ -89,7 +89,7 @@ ax.set(xlabel="time (ms)", ylabel="ΔF (nats)", title="Sliding-window model comp
 _ = ax.legend(ncols=2, fontsize=7)
 
 # %%
-# Strength of evidence per window: the winning layer where |ΔF| between best
+# Strength of evidence per window: the winning layer where ΔF between best
 # and runner-up exceeds 3 nats.
 best = np.asarray(sliding.best_layer)
 strong = np.asarray(sliding.strong)
