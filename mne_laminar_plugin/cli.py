@@ -281,6 +281,22 @@ def _type_name(annotation: object) -> str:
     return text
 
 
+def options_markdown() -> str:
+    """Return every plugin option as a Markdown table (option, type, default, meaning).
+
+    The docs' option reference is generated from this, so the table that
+    ``mne-laminar info`` prints and the one on the docs site come from one place.
+    """
+    from .pipeline.host import PluginHost
+
+    rows = ["| option | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, (_plugin, opt) in PluginHost().options().items():
+        doc = opt.doc.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        typ = _type_name(opt.annotation).replace("|", "\\|")
+        rows.append(f"| `{name}` | `{typ}` | `{opt.default!r}` | {doc} |")
+    return "\n".join(rows)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo dataset and run the full pipeline on it."""
     from .demo import make_demo_dataset

@@ -105,7 +105,7 @@ class AnatomicalPredictors:
     lf_rms_diff : array, shape (n_columns,)
         Leadfield RMS difference, deepest minus pial (``units["lf_rms_diff"]``).
     radiality : array, shape (n_columns,)
-        |cos| column orientation vs. scalp normal (0-1).
+        ``|cos|`` of the column orientation vs. scalp normal (0-1).
     distance : array, shape (n_columns,)
         Pial vertex to scalp (mm).
     hemi : array of str, shape (n_columns,)

@@ -105,7 +105,7 @@ class LaminarAccuracy:
 
     @property
     def error_mm_exact(self) -> np.ndarray:
-        """Mean |depth(true) - depth(peak)| along each column (mm)."""
+        """Mean absolute difference ``depth(true) - depth(peak)`` along each column (mm)."""
         depth = self.depth_mm  # (C, L)
         c = np.arange(self.n_columns)[:, None]
         d_true = depth[c, self.true_layers[None, :]]  # (C, Ls)
