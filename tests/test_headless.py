@@ -113,13 +113,17 @@ def test_forced_2d_source_estimate_in_report(clean_env, demo, tmp_path):
     data[3, 10] = 5.0  # one active source at t = 10 ms
     stc = mne.SourceEstimate(data, vertices, tmin=0.0, tstep=1e-3, subject="sub-01")
     report = mne.Report(title="sub-01")
+    stc.save(tmp_path / "sub-01", ftype="h5", verbose="error")
     with _figures_3d.report_3d_figures(path):
         report.add_stc(stc=stc, title="Source", subject="sub-01",
                        subjects_dir=demo.subjects_dir, n_time_points=3, replace=True)  # fmt: skip
+        # MBP passes a file name (a BIDSPath, a path-like)
+        report.add_stc(stc=tmp_path / "sub-01-stc.h5", title="Source from file",
+                       subject="sub-01", subjects_dir=demo.subjects_dir, n_time_points=3)  # fmt: skip
     fname = tmp_path / "report.html"
     report.save(fname, open_browser=False, verbose="error")
     html = fname.read_text(encoding="utf-8")
-    assert html.count("2D matplotlib projections because this machine cannot render 3D") == 3
+    assert html.count("2D matplotlib projections because this machine cannot render 3D") == 6
     scenes, _ = _figures_3d.stc_scenes(stc, "sub-01", demo.subjects_dir, 3)
     np.testing.assert_allclose([t for t, _ in scenes], [0.0, 0.010, 0.019])
     # the active source is coloured at 10 ms only, and on its own vertex
