@@ -23,7 +23,6 @@ and what the report holds. The other tutorials reuse this demo folder.
 # The folder is ``$MNE_LAMINAR_DATA/demo`` (default ``~/mne_laminar_data``).
 # A second run finds the dataset complete and MBP's cache up to date, so it
 # only checks hashes.
-from pathlib import Path
 
 import mne
 

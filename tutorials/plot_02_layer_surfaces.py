@@ -12,7 +12,6 @@ quality counts.
 """
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np

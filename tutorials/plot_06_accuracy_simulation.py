@@ -17,7 +17,6 @@ import json
 
 import matplotlib.pyplot as plt
 import mne
-import numpy as np
 
 from mne_laminar_plugin import (
     AnatomicalPredictors,
