@@ -252,7 +252,9 @@ class AnatomicalPredictors:
             column=int(col),
             hemi=str(self.hemi[col]),
             vertex=int(self.vertno[col]),
-            score=float(score[col]),
+            # 10 significant digits: reruns agree to the bit (the last digits of
+            # a z-score sum are floating-point noise of the BLAS reductions)
+            score=float(f"{float(score[col]):.10g}"),
         )
         if self.pos is not None:
             rec["pos_mri_mm"] = [round(float(v) * 1e3, 3) for v in self.pos[col]]
