@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mne_laminar_plugin import bids
+from mne_laminar_plugin.demo import N_TRIALS
 
 pytestmark = pytest.mark.slow
 
@@ -292,7 +293,8 @@ def test_second_plugin_stage_through_the_cli(loky_run, tmp_path):
     for subject in demo.subjects:
         out = demo.deriv_root / f"sub-{subject}" / "meg" / f"sub-{subject}_task-demo_hello.txt"
         n, word = out.read_text().split()
-        assert int(n) == 60 and word == "bonjour"
+        n_epochs = N_TRIALS * len(_demo_config_value("conditions"))  # every condition
+        assert int(n) == n_epochs and word == "bonjour"
     # both plugins coexist: laminar still runs in the same invocation
     res = run_cli("run", str(cfg), "--steps", "hello,laminar/layer_surfaces", env=env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
