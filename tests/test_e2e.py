@@ -41,6 +41,11 @@ def _demo_config_value(name):
     raise KeyError(name)
 
 
+def _n_stc_images():
+    """Source-estimate images of MBP's report: time points x conditions."""
+    return len(_demo_config_value("conditions")) * _demo_config_value("report_stc_n_time_points")
+
+
 def _laminar_files(bids_root: Path, subject: str) -> list[Path]:
     root = bids.deriv_root(bids_root) / f"sub-{subject}"
     return sorted(p for p in root.rglob("*") if p.is_file())
@@ -75,9 +80,7 @@ def test_all_with_loky_runs_mbp_then_laminar(loky_run):
         assert "Sensor alignment" in report and "Forward solution" in report
         # MNE_LAMINAR_3D=2d reached the loky workers: the coregistration and
         # the source-estimate time points of every condition are labelled 2D
-        n_stc = len(_demo_config_value("conditions")) * _demo_config_value(
-            "report_stc_n_time_points")
-        assert report.count(TWO_D) == 1 + n_stc, report.count(TWO_D)
+        assert report.count(TWO_D) == 1 + _n_stc_images(), report.count(TWO_D)
     lines = [ln for ln in out.splitlines() if "3D figures:" in ln]
     assert lines == ["mne-laminar: 3D figures: 2D matplotlib projections instead of 3D views; "
                      "MNE_LAMINAR_3D=2d"]  # fmt: skip
@@ -323,7 +326,7 @@ def test_demo_headless_without_xvfb(tmp_path):
     for section in (*SECTIONS, "Forward solution", "Sensor alignment", "BEM"):
         assert section in html, section
     # MBP's coregistration and source figures, drawn without MNE's Qt backend
-    assert html.count("Drawn by mne-laminar") == 4
+    assert html.count("Drawn by mne-laminar") == 1 + _n_stc_images()
     # the data-building phase reported its progress
     assert "Demo dataset written in" in out and "Building the demo dataset" in out
 
@@ -348,4 +351,4 @@ def test_xvfb_path_draws_with_mne_3d(loky_run):
         # the coregistration is MNE's again (its caption has no replacement note);
         # the 3 source-estimate images of the 2D run are still 2D
         assert "Sensor alignment" in html and "Forward solution" in html
-        assert html.count(TWO_D) == 3, html.count(TWO_D)
+        assert html.count(TWO_D) == _n_stc_images(), html.count(TWO_D)
