@@ -23,7 +23,9 @@ printed next to the figures: the machine may be shared.
 Usage::
 
     python benchmarks/bench_demo.py [--workdir DIR] [--hide-xvfb] [--blas-threads N]
-        [--json out.json]
+        [--json out.json] [--laminar-only DEMO_DIR]
+
+``--laminar-only DEMO_DIR`` skips run 1 and times run 2 on a finished demo.
 
 ``--blas-threads 1`` shows what a loaded machine costs: OpenBLAS's threads
 spin while they wait for a core, so on a 2-core machine shared with other
@@ -176,14 +178,22 @@ def main() -> None:
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="BLAS/OpenMP threads of the runs (default: the libraries' own)")
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    parser.add_argument("--laminar-only", type=Path, default=None, metavar="DEMO_DIR",
+                        help="skip run 1: time only the laminar rerun of this finished demo")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    demo_dir = workdir / "demo"
-    if demo_dir.exists():
-        sys.exit(f"{demo_dir} exists: pass an empty --workdir")
     env = _env(args.hide_xvfb, args.blas_threads)
-    runs = [_run("demo", ["demo", str(demo_dir)], env, workdir)]
+    runs = []
+    if args.laminar_only is not None:
+        demo_dir = args.laminar_only.resolve()
+        if not (demo_dir / "demo_config.py").is_file():
+            sys.exit(f"--laminar-only {demo_dir}: no demo_config.py there (a finished demo?)")
+    else:
+        demo_dir = workdir / "demo"
+        if demo_dir.exists():
+            sys.exit(f"{demo_dir} exists: pass an empty --workdir")
+        runs.append(_run("demo", ["demo", str(demo_dir)], env, workdir))
     runs.append(_run("laminar", ["run", str(demo_dir / "demo_config.py"), "--steps", "laminar",
                                  "--no-cache"], env, workdir))  # fmt: skip
     print("\n\n".join(_table(run) for run in runs))

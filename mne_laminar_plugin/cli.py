@@ -164,6 +164,50 @@ def _needs_mne_3d(mbp_args: Sequence[str]) -> bool:
     return any(item in ("all", "source") or item.startswith("source/") for item in items)
 
 
+# ------------------------------------------------------------ BLAS threads
+#: environment variables that set the BLAS/OpenMP thread count: when the user
+#: set one, ``--blas-threads`` defaults to leaving the libraries alone
+BLAS_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_THREADS_HELP = (
+    "BLAS threads of this process (default 1 unless OPENBLAS_NUM_THREADS, "
+    "OMP_NUM_THREADS or MKL_NUM_THREADS is set; 0: the libraries' own default). "
+    "The pipeline's linear algebra is mostly small: with more threads than free "
+    "cores OpenBLAS's threads spin while they wait, e.g. the demo's data took 18.9 s "
+    "instead of 8.0 s beside one other busy process on 2 cores. MBP's parallel "
+    "workers (--n_jobs) get their own limit from joblib."
+)
+
+
+def _blas_threads_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 0 (0: the libraries' default), got {value!r}"
+        )
+    return n
+
+
+@contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit the BLAS threads of this process to ``n`` (see ``--blas-threads``).
+
+    ``n=None`` means the default: 1, unless one of :data:`BLAS_THREAD_ENV` is
+    set (then the libraries' own setting is kept). ``n=0`` keeps it too.
+    """
+    if n is None:
+        n = 0 if any(os.environ.get(name) for name in BLAS_THREAD_ENV) else 1
+    if n == 0:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
 # ------------------------------------------------------------ subcommands
 def cmd_run(args: argparse.Namespace) -> int:
     """Run MBP with every installed plugin."""
@@ -177,7 +221,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _check_run_args(mbp_args)
     host = PluginHost()
-    with render_3d(allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args)):
+    with blas_threads(getattr(args, "blas_threads", None)), render_3d(
+        allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args)
+    ):
         try:
             run_mbp(mbp_args, host=host)
         except SystemExit as exc:  # MBP's own argparse or on_error="abort"
@@ -221,9 +267,12 @@ def _check_run_args(mbp_args: Sequence[str]) -> None:
 
 def _print_run_help() -> None:
     print(
-        f"usage: {PROG} run CONFIG [mne_bids_pipeline options]\n\n"
-        "Runs MNE-BIDS-Pipeline with every installed MBP plugin. All "
-        "mne_bids_pipeline options work unchanged, e.g.\n"
+        f"usage: {PROG} run [--no-xvfb] [--blas-threads N] CONFIG "
+        "[mne_bids_pipeline options]\n\n"
+        "Runs MNE-BIDS-Pipeline with every installed MBP plugin.\n"
+        "  --no-xvfb          do not start a private Xvfb when no display is set\n"
+        f"  --blas-threads N   {BLAS_THREADS_HELP}\n\n"
+        "All mne_bids_pipeline options work unchanged, e.g.\n"
         f"  {PROG} run config.py --steps laminar --subject 01 --n_jobs 2\n"
         f"  {PROG} run config.py --steps all          # MBP's stages, then laminar\n"
         f"  {PROG} run config.py --steps laminar/leadfield --no-cache\n\n"
@@ -297,6 +346,19 @@ def options_markdown() -> str:
     return "\n".join(rows)
 
 
+def demo_steps(n_subjects: int) -> str:
+    """MBP's ``--steps`` of ``mne-laminar demo``: every stage, then laminar.
+
+    With one subject there is nothing to average, so MBP's sensor-space group
+    average (evoked and report of ``sub-average``, ~7 s of the demo) is left
+    out; the decoding and time-frequency steps are off in the demo config
+    anyway. With two or more subjects every stage runs (``all``).
+    """
+    if n_subjects > 1:
+        return "all"
+    return "preprocessing,sensor/make_evoked,sensor/make_cov,source,laminar"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo dataset and run the full pipeline on it."""
     from .demo import make_demo_dataset
@@ -306,20 +368,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
     try:
-        demo = make_demo_dataset(
-            root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
-            system=args.system, progress=True,
-        )
+        with blas_threads(args.blas_threads):
+            demo = make_demo_dataset(
+                root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+                system=args.system, progress=True,
+            )  # fmt: skip
     except FileExistsError as exc:  # the folder holds something else: nothing deleted
         raise CLIError(str(exc)) from None
     print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
     print(f"MBP config: {demo.config_path}")
     if args.no_run:
         return 0
-    run_args = [str(demo.config_path), "--steps", "all"]
+    run_args = [str(demo.config_path), "--steps", demo_steps(args.subjects)]
     if args.n_jobs:
         run_args += ["--n_jobs", str(args.n_jobs)]
-    rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb))
+    rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb,
+                                    blas_threads=args.blas_threads))  # fmt: skip
     if rc:
         return rc
     reports = sorted(Path(demo.deriv_root).glob("sub-*/**/*_report.html"))
@@ -382,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not start a private Xvfb when no display is set (3D figures are "
         "then drawn offscreen, or as 2D projections)",
     )
+    p_run.add_argument("--blas-threads", type=_blas_threads_arg, default=None,
+                       metavar="N", help=BLAS_THREADS_HELP)
     p_run.add_argument("mbp_args", nargs=argparse.REMAINDER)
     p_run.set_defaults(func=cmd_run)
 
@@ -413,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a demo made with the same settings)")
     p_demo.add_argument("--no-xvfb", action="store_true",
                         help="do not start a private Xvfb when no display is set")
+    p_demo.add_argument("--blas-threads", type=_blas_threads_arg, default=None,
+                        metavar="N", help=BLAS_THREADS_HELP)
     p_demo.set_defaults(func=cmd_demo)
 
     p_sys = sub.add_parser("sys-info", help="print versions of everything that matters")
@@ -425,12 +493,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # `run` passes everything through, including -h and unknown options
     if argv and argv[0] == "run":
-        known, rest = [], argv[1:]
-        while rest and rest[0] == "--no-xvfb":
-            known.append(rest.pop(0))
+        # this package's own options come first; everything after goes to MBP
+        no_xvfb, blas_threads, rest = False, None, argv[1:]
+        while rest and (rest[0] == "--no-xvfb" or rest[0].startswith("--blas-threads")):
+            arg = rest.pop(0)
+            if arg == "--no-xvfb":
+                no_xvfb = True
+                continue
+            value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else "")
+            try:
+                blas_threads = _blas_threads_arg(value)
+            except argparse.ArgumentTypeError as exc:
+                print(f"{PROG} run: error: argument --blas-threads: {exc}", file=sys.stderr)
+                return 2
         args = argparse.Namespace(
-            command="run", func=cmd_run, no_xvfb=bool(known), mbp_args=rest
-        )
+            command="run", func=cmd_run, no_xvfb=no_xvfb, blas_threads=blas_threads,
+            mbp_args=rest,
+        )  # fmt: skip
     else:
         args = parser.parse_args(argv)
     try:

@@ -60,6 +60,11 @@ def test_sys_info(cli):
         (("run", "no_such_config.py"), 2, "config file not found: 'no_such_config.py'"),
         (("demo", "--subjects", "0", "--no-run", "x"), 2, "--subjects must be >= 1"),
         (("demo", "--subjects", "two"), 2, "invalid int value: 'two'"),
+        (("run", "--blas-threads", "two", "c.py"), 2,
+         "argument --blas-threads: expected a whole number >= 0 (0: the libraries' "
+         "default), got 'two'"),
+        (("run", "--blas-threads=-1", "c.py"), 2, "got '-1'"),
+        (("demo", "--blas-threads", "x"), 2, "got 'x'"),
     ],
 )
 def test_bad_arguments(cli, tmp_path, args, code, message):
@@ -102,3 +107,41 @@ def test_readme_documents_every_option_and_the_test_command():
         assert f"| `{name}` | `{opt.default!r}`".replace("'", '"') in readme, name
     ci = (repo / ".ci" / "run").read_text()
     assert "python -m pytest -q tests" in readme and "python -m pytest -q tests" in ci
+
+
+def _blas_threads_now() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_blas_threads_limit(monkeypatch):
+    """``--blas-threads``: 1 by default, the user's environment respected, 0 = no limit."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl sees)
+
+    from mne_laminar_plugin.cli import BLAS_THREAD_ENV, blas_threads
+
+    before = _blas_threads_now()
+    assert before, "no BLAS library found by threadpoolctl"
+    for name in BLAS_THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with blas_threads(None):
+        assert _blas_threads_now() == [1] * len(before)
+    assert _blas_threads_now() == before  # restored on exit
+    with blas_threads(0):
+        assert _blas_threads_now() == before
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with blas_threads(None):  # the user chose: left alone
+        assert _blas_threads_now() == before
+    with blas_threads(1):  # an explicit limit wins
+        assert _blas_threads_now() == [1] * len(before)
+
+
+def test_demo_steps():
+    from mne_laminar_plugin.cli import demo_steps
+
+    assert demo_steps(2) == "all"
+    steps = demo_steps(1).split(",")
+    # a real MBP run up to the inverse, then laminar; no group average of one subject
+    assert steps == ["preprocessing", "sensor/make_evoked", "sensor/make_cov", "source",
+                     "laminar"]  # fmt: skip

@@ -253,6 +253,13 @@ def test_predictivity_and_plot(sim, demo):
     assert out["confusion"].sum() == out["n_columns"] and out["n_accurate"] == y[ok].sum()
     assert set(out["importances"]) == {"lf_rms_diff", "radiality", "distance", "thickness"}
     assert out["paper_auc"] == (0.810, 0.013)
+    # the score's weights (laminar_score_weights) are those of auc_score and its ROC
+    w = {"thickness": 0.0, "distance": 2.0}
+    out_w = acc.predictivity(pred, snr_db=0.0, weights=w)
+    score_w = pred.score(w)[acc.columns]
+    assert out_w["auc_score"] == pytest.approx(roc_auc_score(y[ok], score_w[ok]), abs=1e-12)
+    assert out_w["auc_score"] != pytest.approx(out["auc_score"], abs=1e-6)
+    assert out_w["auc_raw"] == out["auc_raw"]  # the regression does not use the weights
     fig = acc.plot()
     assert len(fig.axes) >= 3
     plt.close(fig)

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from mne.utils import logger
 
+from . import viz
+
 #: camera direction (from the focal point) and view-up, MRI (RAS) coordinates
 VIEWS = {
     "left": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
@@ -189,7 +191,6 @@ def render_vtk(
     """The scene rendered with VTK off screen (pyvista), one tile per view."""
     import pyvista as pv
 
-    from .viz import image_grid
 
     pl = pv.Plotter(off_screen=True, window_size=list(size))
     try:
@@ -219,7 +220,7 @@ def render_vtk(
             pl.remove_actor(text)
     finally:
         pl.close()
-    return image_grid(images, ncols=2 if len(images) == 4 else len(images))
+    return viz.image_grid(images, ncols=2 if len(images) == 4 else len(images))
 
 
 def render_scene(path, meshes, points, views, *, size=(400, 400), title=""):
@@ -419,8 +420,8 @@ def add_trans(report, trans, *, info, title, subject=None, subjects_dir=None,
         )
     except Exception:
         caption = ""
-    report.add_figure(fig=img, title=title, caption=caption + caption_note(path),
-                      tags=tags, section=section, replace=replace)  # fmt: skip
+    viz.add_figure(report, img, title=title, caption=caption + caption_note(path),
+                   tags=tags, section=section, replace=replace)  # fmt: skip
 
 
 def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_points=None,
@@ -457,9 +458,9 @@ def add_stc(report, stc, title, *, subject=None, subjects_dir=None, n_time_point
             f"|source| at t = {t:.3f} s, colour from {lo:.3g} (96th percentile) to "
             f"{hi:.3g}, inflated cortex. " + caption_note(path)
         )
-    report.add_figure(fig=images if len(images) > 1 else images[0], title=title,
-                      caption=captions if len(captions) > 1 else captions[0],
-                      tags=tags, section=section, replace=replace)  # fmt: skip
+    viz.add_figure(report, images if len(images) > 1 else images[0], title=title,
+                   caption=captions if len(captions) > 1 else captions[0],
+                   tags=tags, section=section, replace=replace)  # fmt: skip
 
 
 @contextmanager

@@ -147,7 +147,7 @@ class LaminarAccuracy:
 
     # ------------------------------------------------------ predictivity
     def predictivity(self, predictors, *, snr_db=None, n_folds=5, random_forest=False,
-                     random_state=0):  # fmt: skip
+                     random_state=0, weights=None):  # fmt: skip
         """How well the anatomical predictors predict which columns are accurate.
 
         As the paper: a logistic regression (l2, liblinear) of ``accurate``
@@ -169,6 +169,9 @@ class LaminarAccuracy:
             Also fit a random forest (200 trees).
         random_state : int
             Seed of the folds and of the forest.
+        weights : dict | None
+            Weights of the composite score whose AUC ``auc_score`` is (see
+            :func:`~mne_laminar_plugin.anatomical_score`; None: the paper's).
 
         Returns
         -------
@@ -200,7 +203,7 @@ class LaminarAccuracy:
             raise ValueError("predictors and the simulation have different column vertices")
         i = self._snr_index(snr_db)
         X = np.column_stack([getattr(predictors, f)[self.columns] for f in FEATURES])
-        score = predictors.score()[self.columns]
+        score = predictors.score(weights)[self.columns]
         ok = np.isfinite(X).all(1) & np.isfinite(score)
         X, score, y = X[ok], score[ok], self.accurate[i][ok].astype(int)
         counts = np.bincount(y, minlength=2)

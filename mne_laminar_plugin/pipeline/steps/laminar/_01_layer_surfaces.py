@@ -152,8 +152,8 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
         surf.layers, surf.combined_tris(), t1_fname=t1 if t1.is_file() else None,
         title=f"{surf.n_layers} {surf.method} layers of {cfg.fs_subject} (tkRAS)",
     )  # fmt: skip
-    report.add_figure(
-        fig=fig,
+    viz.add_figure(
+        report, fig,
         title="Layer surfaces: slices",
         caption=(
             f"Intersections of every layer surface ({layer_order(surf.n_layers)}) "
@@ -179,8 +179,8 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
             label="thickness (mm)",
         )  # fmt: skip
     if images:
-        report.add_figure(
-            fig=viz.image_grid(images, ncols=2),
+        viz.add_figure(
+            report, viz.image_grid(images, ncols=2),
             title="Layer surfaces: one layer",
             caption=(
                 f"Layer {mid:02d} of {surf.n_layers} (depth fraction "

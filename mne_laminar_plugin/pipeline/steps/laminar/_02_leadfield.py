@@ -334,8 +334,8 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     fig = L.plot_column_norms(
         data, title=f"Leadfield column norm by layer ({data.orientation_type})", norms=norms
     )
-    report.add_figure(
-        fig=fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
+    viz.add_figure(
+        report, fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
         caption=(
             "Norm over the channels of each unit group of every source's leadfield "
             f"column, sources layer-major ({S.layer_order(data.n_layers)}); deeper layers are "
@@ -345,16 +345,16 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     )  # fmt: skip
     if data.n_layers > 1:
         fig = L.plot_depth_ratio(data, norms=norms)
-        report.add_figure(
-            fig=fig, title="Deep vs superficial norm ratio", section=SECTION, tags=tags,
+        viz.add_figure(
+            report, fig, title="Deep vs superficial norm ratio", section=SECTION, tags=tags,
             replace=True,
             caption="Per column: norm of the deepest layer over the pial layer "
             "(log10). Below 0 (red line): the deep source is weaker at the sensors.",
         )  # fmt: skip
         images = _ratio_map(data, surf, norms)
         if images is not None:
-            report.add_figure(
-                fig=images, title="Deep vs superficial ratio map", section=SECTION,
+            viz.add_figure(
+                report, images, title="Deep vs superficial ratio map", section=SECTION,
                 tags=tags, replace=True,
                 caption="log10(deepest / pial column norm) on the pial surface "
                 "(grey: columns without leadfield).",

@@ -258,18 +258,18 @@ def _add_report(report, cfg, surf, pred, score, best, priors, mni) -> None:
                 f"{P.DESCRIPTIONS[name]}"
             )
     if images:
-        report.add_figure(
-            fig=images, title="Predictor maps", caption=captions, section=SECTION,
+        viz.add_figure(
+            report, images, title="Predictor maps", caption=captions, section=SECTION,
             tags=tags, replace=True,
         )  # fmt: skip
     fig = viz.plot_histograms(values, units=units, title="Distributions over columns")
-    report.add_figure(
-        fig=fig, title="Predictor histograms", section=SECTION, tags=tags, replace=True,
+    viz.add_figure(
+        report, fig, title="Predictor histograms", section=SECTION, tags=tags, replace=True,
         caption="Dashed: median. NaN columns (e.g. dropped from the leadfield) are left out.",
     )  # fmt: skip
     fig, _ = viz.plot_correlation_matrix(values)
-    report.add_figure(
-        fig=fig, title="Predictor correlations", section=SECTION, tags=tags, replace=True,
+    viz.add_figure(
+        report, fig, title="Predictor correlations", section=SECTION, tags=tags, replace=True,
         caption="Pearson correlation between the predictors and the score over the "
         "columns where all are finite.",
     )  # fmt: skip

@@ -235,13 +235,16 @@ def _add_report(report, task, res, priors) -> None:
         p = whole.prior[0]
         where = f"{name} ({p['hemi']} {p['vertex']})"
         n = 2 if slide is not None else 1
-        fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 3.8), layout="constrained",
-                                 squeeze=False)  # fmt: skip
+        # fixed margins, not a layout engine: 6 such figures per demo report, and a
+        # constrained layout costs about as much as drawing the figure
+        fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 3.8), squeeze=False)
+        fig.subplots_adjust(left=0.08 / n, right=1 - 0.02 / n, bottom=0.25, top=0.91,
+                            wspace=0.18)  # fmt: skip
         whole.plot(ax=axes[0, 0])
         if slide is not None:
             slide.plot(ax=axes[0, 1])
-        report.add_figure(
-            fig=fig, title=f"ΔF per layer: {condition}, {where}, task {task}",
+        viz.add_figure(
+            report, fig, title=f"ΔF per layer: {condition}, {where}, task {task}",
             caption="Left: ΔF (free energy relative to the worst layer, nats) of each layer "
             "model over the whole window (red: best; dashed: 3 nats). Right: ΔF per "
             "layer in sliding windows (1 temporal mode).",

@@ -108,7 +108,9 @@ def run_accuracy(
     predictivity = []
     for s in acc.snr_db:
         try:
-            predictivity.append(acc.predictivity(pred, snr_db=s))
+            predictivity.append(
+                acc.predictivity(pred, snr_db=s, weights=cfg.laminar_score_weights)
+            )
         except ValueError as err:  # one class only (e.g. nothing accurate)
             predictivity.append(dict(snr_db=float(s), error=str(err)))
     msg = "; ".join(
@@ -122,7 +124,7 @@ def run_accuracy(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding laminar accuracy to the report"))
-        _add_report(report, surf, acc, pred, predictivity)
+        _add_report(report, surf, acc, pred.score(cfg.laminar_score_weights), predictivity)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
@@ -181,6 +183,7 @@ def _save(cfg, subject, session, surf, acc, predictivity):
         "AccurateFraction": dict(zip([f"{s:g}" for s in acc.snr_db],
                                      acc.accurate.mean(1).round(4).tolist())),  # fmt: skip
         "Predictivity": _summary(predictivity),
+        "ScoreWeights": P.score_weights(cfg.laminar_score_weights),
         "PaperAUC": {"mean": PAPER_AUC[0], "std": PAPER_AUC[1]},
     }
     written += [tsv, bids.write_json(bids.sidecar(tsv), side)]
@@ -189,12 +192,11 @@ def _save(cfg, subject, session, surf, acc, predictivity):
     return written
 
 
-def _add_report(report, surf, acc, pred, predictivity):
+def _add_report(report, surf, acc, score, predictivity):
     import matplotlib.pyplot as plt
 
     tags = _mbp.REPORT_TAGS
     i = int(np.argmax(acc.snr_db))
-    score = pred.score()
     maps = [("accuracy", _per_column(surf, acc, acc.accurate[i].astype(float)), "RdYlGn", (0, 1)),
             (P.SCORE_NAME, score, "RdBu_r", None)]  # fmt: skip
     images, captions = [], []
@@ -215,11 +217,11 @@ def _add_report(report, surf, acc, pred, predictivity):
             captions.append(f"{name} on the pial surface"
                             + (f" ({acc.snr_db[i]:g} dB)" if name == "accuracy" else ""))  # fmt: skip
     if images:
-        report.add_figure(fig=images, title="Accuracy and anatomical score maps",
-                          caption=captions, section=SECTION, tags=tags, replace=True)  # fmt: skip
+        viz.add_figure(report, images, title="Accuracy and anatomical score maps",
+                       caption=captions, section=SECTION, tags=tags, replace=True)  # fmt: skip
     fig = acc.plot(snr_db=acc.snr_db[i])
-    report.add_figure(
-        fig=fig, title="Error, bias, mean ΔF, confusion", section=SECTION, tags=tags,
+    viz.add_figure(
+        report, fig, title="Error, bias, mean ΔF, confusion", section=SECTION, tags=tags,
         replace=True,
         caption="Left: layer error and bias vs SNR (or their distributions); middle: mean "
         "ΔF over columns (layer model x true layer); right: peak vs true layer.",
@@ -233,9 +235,9 @@ def _add_report(report, surf, acc, pred, predictivity):
     ax.set(xlabel="false positive rate", ylabel="true positive rate",
            title="ROC of the anatomical score")  # fmt: skip
     ax.legend(frameon=False, fontsize="small")
-    report.add_figure(fig=fig, title="ROC curve of the anatomical score", section=SECTION,
-                      tags=tags, replace=True,
-                      caption="How well the composite score alone ranks accurate columns.")  # fmt: skip
+    viz.add_figure(report, fig, title="ROC curve of the anatomical score", section=SECTION,
+                   tags=tags, replace=True,
+                   caption="How well the composite score alone ranks accurate columns.")  # fmt: skip
     plt.close("all")
     rows = []
     for rec, frac in zip(predictivity, acc.accurate.mean(1)):
@@ -269,6 +271,7 @@ def get_config(
         laminar_accuracy_snr_db=config.laminar_accuracy_snr_db,
         laminar_accuracy_random_state=config.laminar_accuracy_random_state,
         laminar_predictors_whiten=config.laminar_predictors_whiten,
+        laminar_score_weights=config.laminar_score_weights,
         noise_cov=_sanitize_callable(config.noise_cov),
         source_info_path_update=config.source_info_path_update,
         **_mbp.laminar_cfg(config, subject, session),

@@ -236,8 +236,8 @@ def _add_report(report, cfg, tpl, means, best_rows) -> None:
             tpl[hemi]["rr"], tpl[hemi]["tris"], means[hemi], title="mean score",
             cmap="RdBu_r", clim=(-lim, lim), hemi=hemi, label="anatomical score",
         )  # fmt: skip
-    report.add_figure(
-        fig=viz.image_grid(images, ncols=2),
+    viz.add_figure(
+        report, viz.image_grid(images, ncols=2),
         title="Group mean anatomical score",
         caption=f"Mean over {len(cfg.group_subjects)} subject(s) on {cfg.template} "
         "(nearest column on ?h.sphere.reg).",
