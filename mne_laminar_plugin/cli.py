@@ -460,8 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="build the offline demo dataset and run the full pipeline on it",
         description="Build the offline demo MEG dataset (BIDS raw data, FreeSurfer "
-        "subject, MBP config) in DIRECTORY and run MBP's `all` (which includes "
-        "the laminar stage), ending with the path of the HTML report.",
+        "subject, MBP config) in DIRECTORY and run MBP on it with the laminar stage "
+        "(every stage; one subject: no group average), ending with the path of the "
+        "HTML report.",
     )
     p_demo.add_argument("directory", nargs="?", default="mne-laminar-demo",
                         help="where to write the demo (default: ./mne-laminar-demo)")
