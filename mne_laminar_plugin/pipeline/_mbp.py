@@ -7,6 +7,7 @@ report is written once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,13 +169,28 @@ def _set_aside(path: Path, what: str, error: BaseException) -> Path:
     return aside
 
 
+#: report files this process saw saved by a laminar step that finished, by path:
+#: (size, mtime_ns) then. Unchanged since, they need no second full read.
+_REPORTS_SAVED: dict[str, tuple[int, int]] = {}
+
+
+def _file_state(fname) -> tuple[int, int] | None:
+    try:
+        st = os.stat(fname)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
     """Set aside MBP's report HDF5 files and log workbook when they are corrupt.
 
     A run killed while MBP saves ``sub-XX_report.h5`` or
     ``task-<tasks>_log.xlsx`` leaves a file that every later step fails to
     open. Called before a laminar step runs with ``(cfg, subject, session)``
-    of each run; returns the files moved aside.
+    of each run; returns the files moved aside. A report that an earlier
+    laminar step of this process left (same size and modification time) is
+    not read again.
     """
     import zipfile
 
@@ -184,7 +200,8 @@ def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
     moved = []
     for cfg, subject, session in cfgs:
         fname = _report_path(cfg=cfg, subject=subject, session=session).fpath
-        if Path(fname).is_file():
+        state = _file_state(fname)
+        if state is not None and _REPORTS_SAVED.get(str(fname)) != state:
             import mne
 
             # MBP holds this lock while it reads and saves the report: never
@@ -219,11 +236,11 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
     if reason:
         logger.info(**gen_log_kwargs(message=reason))
         return
+    from mne_bids_pipeline._report import _report_path
+
     ss = _get_ss(config=config)
-    recover_mbp_files(
-        config,
-        [(get_config(config=config, subject=sub, session=ses), sub, ses) for sub, ses in ss],
-    )
+    cfgs = [(get_config(config=config, subject=sub, session=ses), sub, ses) for sub, ses in ss]
+    recover_mbp_files(config, cfgs)
     with get_parallel_backend(config.exec_params):
         parallel, run_func = parallel_func(
             step_func, exec_params=config.exec_params, n_iter=len(ss)
@@ -237,6 +254,14 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
             )
             for subject, session in ss
         )
+    for (cfg, subject, session), log in zip(cfgs, logs):
+        if log is None or not bool(log["success"]):  # cached, or failed mid-way
+            continue
+        # the step ran to its end: MBP saved this report after it
+        fname = str(_report_path(cfg=cfg, subject=subject, session=session).fpath)
+        state = _file_state(fname)
+        if state is not None:
+            _REPORTS_SAVED[fname] = state
     # save_logs finds the step from the caller's frame (a file under steps/)
     save_logs(config=config, logs=logs)
 
