@@ -10,7 +10,7 @@ depth ratio, outlier columns and their plots.
 
 from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS, pretty_unit
 from ._builder import LeadfieldBuilder, attach_surface_layout, from_laminar_forward
-from ._data import LeadfieldData, describe_sensors
+from ._data import LeadfieldData, describe_sensors, reproducible_provenance
 from ._formats import (
     FIF_TAG_LIMIT,
     H5_FORMAT,
@@ -34,6 +34,7 @@ from ._qc import (
 from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
 
 __all__ = [
+    "reproducible_provenance",
     "pretty_unit",
     "ARBITRARY",
     "attach_surface_layout",

@@ -310,11 +310,38 @@ def _provenance(mode, **extra):
 
     out = dict(
         mode=mode,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         generated_by=f"mne-laminar-plugin {__version__}",
         mne_version=mne.__version__,
     )
     out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+#: Provenance entries that change from run to run (wall-clock times), never written.
+VOLATILE_PROVENANCE = ("created", "timings_s")
+
+
+def reproducible_provenance(provenance: dict | None) -> dict:
+    """The provenance as written to files: no wall-clock time, so reruns match.
+
+    Drops :data:`VOLATILE_PROVENANCE` (creation time, step timings: logged and
+    in the report, not in the files). When ``SOURCE_DATE_EPOCH`` is set
+    (reproducible-builds convention), ``created`` is that time, in UTC.
+    """
+    import os
+
+    out = {k: v for k, v in (provenance or {}).items() if k not in VOLATILE_PROVENANCE}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            stamp = time.gmtime(int(epoch))
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(
+                f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time (integer seconds "
+                "since 1970-01-01 UTC); set it to e.g. $(git log -1 --format=%ct) or "
+                "unset it."
+            ) from None
+        out["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
     return out
 
 
