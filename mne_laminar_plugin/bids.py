@@ -493,6 +493,24 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
+    """Write arrays as an uncompressed ``.npz`` (what :func:`numpy.savez` writes), atomically.
+
+    The zip members carry a fixed date (1980-01-01, the zip epoch) instead
+    of the time of writing, so the same arrays give the same bytes; object
+    arrays are refused (never pickled).
+    """
+    import zipfile
+
+    path = Path(path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        for key, val in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(member, "w", force_zip64=True) as fid:
+                np.lib.format.write_array(fid, np.asanyarray(val), allow_pickle=False)
+    return path
+
+
 def read_json(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:

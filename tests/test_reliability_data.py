@@ -377,6 +377,8 @@ def test_leadfield_files_hold_no_wall_clock_time(fwd_data, tmp_path, monkeypatch
         fa, fb = L.write_forward_fif(tmp_path / "a_fwd.fif", data), L.write_forward_fif(
             tmp_path / "b_fwd.fif", data
         )
+        na = data.to_npz(tmp_path / "a_leadfield.npz")
+        nb = data.to_npz(tmp_path / "b_leadfield.npz")
         monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
         c = L.write_leadfield(tmp_path / "c_leadfield.h5", data)
         monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
@@ -385,6 +387,14 @@ def test_leadfield_files_hold_no_wall_clock_time(fwd_data, tmp_path, monkeypatch
     finally:
         data.provenance = prov
     assert a.read_bytes() == b.read_bytes() and fa.read_bytes() == fb.read_bytes()
+    assert na.read_bytes() == nb.read_bytes()
+    import zipfile
+
+    with zipfile.ZipFile(na) as zf:  # the zip epoch, not the time of writing
+        assert {m.date_time for m in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    back = L.read_leadfield(na)
+    np.testing.assert_array_equal(back.leadfield, data.leadfield)
+    assert "created" not in back.provenance
     with h5py.File(a) as f:
         written = json.loads(f.attrs["provenance"])
     assert "created" not in written and "timings_s" not in written

@@ -235,7 +235,7 @@ class LeadfieldData:
         scalar unit per file, so for CaliBrain write a mixed-type leadfield
         with :meth:`to_calibrain` (one file per channel type).
         """
-        from ..bids import atomic_path
+        from ..bids import write_npz
 
         fname = Path(fname)
         _check_overwrite(fname, overwrite)
@@ -263,12 +263,11 @@ class LeadfieldData:
             synthetic=np.asarray(bool(self.synthetic)),
             dropped_columns=np.asarray(self.dropped_columns, int),
             dropped_reasons=np.asarray(self.dropped_reasons, dtype=str),
-            provenance_json=np.asarray(json.dumps(self.provenance, default=_jsonable)),
+            provenance_json=np.asarray(
+                json.dumps(reproducible_provenance(self.provenance), default=_jsonable)
+            ),
         )
-        with atomic_path(fname) as tmp:
-            with open(tmp, "wb") as fid:
-                np.savez(fid, **arrays)
-        return fname
+        return write_npz(fname, arrays)
 
     def to_calibrain(self, folder, subject, *, grad_unit="fT/m", free_k=None,
                      overwrite=False) -> dict:  # fmt: skip
