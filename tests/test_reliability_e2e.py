@@ -20,10 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 #: Like the fixture's run (conftest.pipeline_run): the same n_jobs gives the same
-#: number of BLAS/numba threads per subject (1 in each loky worker with n_jobs=2,
-#: all cores with n_jobs=1), hence the same float summation order. Runs with
-#: other thread counts differ in the last bits of the leadfield (and of what is
-#: computed from it); runs with the same settings are byte-identical.
+#: number of BLAS/numba threads per subject (1 in each loky worker with n_jobs=2
+#: and 2 subjects, all cores with n_jobs=1), hence the same float summation
+#: order. A run with another thread count differs in the last bits of the
+#: leadfield (and of what is computed from it: 9 of the demo's 101 files);
+#: runs with the same settings are byte-identical.
 RUN_ENV = {"_MNE_BIDS_STUDY_TESTING": "true", "MNE_LAMINAR_3D": "2d"}
 LAMINAR_RUN = ("--steps", "laminar", "--no-cache", "--n_jobs", "2")
 
@@ -104,6 +105,7 @@ def _run_and_kill(cmd, env, root: Path, point: str, markers, timeout=600.0):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, (point, proc.returncode)
+    print(f"killed at {point} ({hit}) after {time.monotonic() - t0:.1f} s")
     return "".join(log)
 
 
@@ -139,8 +141,12 @@ def test_sigkill_during_laminar_steps_then_rerun(pipeline_run, tmp_path):
         "predictors": ["Computing anatomical predictors"],
         "predictors report": ["Adding anatomical predictors to the report"],
     }
+    left = {}
     for point, markers in points.items():
         _run_and_kill(cmd, env, lam_root, point, markers)
+        left[point] = _parts(lam_root)
+    # killed mid-write: temporaries left (each run removes those of the last one)
+    assert left["surface save"] and left["leadfield write"], left
     res = run_cli("run", str(config), *LAMINAR_RUN, env=RUN_ENV)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     assert _parts(bids_root / "derivatives") == []
