@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 
 
 #: Like the fixture's run (conftest.pipeline_run): the same n_jobs gives the same
-#: number of BLAS/numba threads per subject (1 in each loky worker with n_jobs=2
+#: number of OpenBLAS threads per subject (1 in each loky worker with n_jobs=2
 #: and 2 subjects, all cores with n_jobs=1), hence the same float summation
-#: order. A run with another thread count differs in the last bits of the
-#: leadfield (and of what is computed from it: 9 of the demo's 101 files);
-#: runs with the same settings are byte-identical.
+#: order. A run with another OpenBLAS thread count differs in the last bits of
+#: the leadfield, with either forward engine (numba's thread count does not
+#: matter), and of what is computed from it (9 of the 1-subject demo's 101
+#: files); runs with the same settings are byte-identical.
 RUN_ENV = {"_MNE_BIDS_STUDY_TESTING": "true", "MNE_LAMINAR_3D": "2d"}
 LAMINAR_RUN = ("--steps", "laminar", "--no-cache", "--n_jobs", "2")
 
