@@ -34,7 +34,6 @@ from ._qc import (
 from ._units import convert_grad_unit, si_factors, si_to_target_units, unit_conversion
 
 __all__ = [
-    "reproducible_provenance",
     "pretty_unit",
     "ARBITRARY",
     "attach_surface_layout",
@@ -58,6 +57,7 @@ __all__ = [
     "plot_column_norms",
     "plot_depth_ratio",
     "read_leadfield",
+    "reproducible_provenance",
     "si_factors",
     "si_to_target_units",
     "unit_conversion",
