@@ -377,7 +377,8 @@ def check_free_space(folder: str | os.PathLike, n_bytes: int, what: str) -> None
     """Raise ``OSError(ENOSPC)`` naming ``what`` when ``folder`` has too little room.
 
     Called before large writes, so that a full disk is reported before any
-    byte is written (HDF5 does not survive running out of space mid-file).
+    byte is written; a disk filling up during the write is reported by
+    :func:`disk_errors`.
     """
     folder = Path(folder)
     probe = folder
@@ -391,6 +392,54 @@ def check_free_space(folder: str | os.PathLike, n_bytes: int, what: str) -> None
             f"{n_bytes / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free. Free some "
             "space (or move the dataset) and run again; nothing was written.",
         )
+
+
+#: errno values of a write refused for lack of room (full disk, quota, file-size limit).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | os.PathLike, n_bytes: int, what: str) -> Iterator[None]:
+    """Turn a write refused for lack of room into an ``OSError`` naming the file.
+
+    A full disk (``ENOSPC``), a quota (``EDQUOT``) or a file-size limit
+    (``EFBIG``) met in the middle of writing ``path`` re-raises with the same
+    errno and a message naming ``what``, the file and the bytes it needs.
+    The writers use it inside :func:`atomic_path`, so the temporary is
+    removed and the previous file (or set, in :func:`atomic_group`) is kept.
+    """
+    path = Path(path)
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            raise
+        raise OSError(
+            exc.errno,
+            f"Could not write {what} {path.name} in {path.parent}: "
+            f"{os.strerror(exc.errno)} (it needs about {n_bytes / 2**20:.1f} MiB, "
+            f"{n_bytes} bytes). Free some space (or raise the quota or file-size "
+            "limit, `ulimit -f`) and run again; the files of the previous run were "
+            "kept.",
+        ) from exc
+
+
+def write_bytes(
+    path: str | os.PathLike, data: bytes | memoryview, what: str, *, chunk: int = 2**24
+) -> Path:
+    """Write ``data`` to ``path`` atomically, in chunks, with plain Python I/O.
+
+    Used for file images built in memory (the HDF5 leadfield), so that a disk
+    filling up mid-file is an ordinary ``OSError`` (see :func:`disk_errors`)
+    and never reaches a library that cannot recover from it.
+    """
+    path = Path(path)
+    view = memoryview(data).cast("B")
+    with atomic_path(path) as tmp, disk_errors(path, view.nbytes, what):
+        with open(tmp, "wb") as fid:
+            for start in range(0, view.nbytes, chunk):
+                fid.write(view[start : start + chunk])
+    return path
 
 
 def content_id(*parts: Any) -> str:
@@ -441,6 +490,24 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
             json.dumps(data, indent=2, default=_json_default, ensure_ascii=False) + "\n",
             encoding="utf-8",
         )
+    return path
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
+    """Write arrays as an uncompressed ``.npz`` (what :func:`numpy.savez` writes), atomically.
+
+    The zip members carry a fixed date (1980-01-01, the zip epoch) instead
+    of the time of writing, so the same arrays give the same bytes; object
+    arrays are refused (never pickled).
+    """
+    import zipfile
+
+    path = Path(path)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        for key, val in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(member, "w", force_zip64=True) as fid:
+                np.lib.format.write_array(fid, np.asanyarray(val), allow_pickle=False)
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 import numpy as np
@@ -27,33 +26,30 @@ def sphere_forward(fname: Path, *, n_sources: int = 4):
     return fwd
 
 
-class FullDisk:
-    """A binary file object whose writes fail with ENOSPC after ``limit`` bytes.
+def write_leadfield_set(folder: Path, data, side: dict, *, fsize_limit_before_fif=None):
+    """The leadfield step's set: HDF5 + sidecar + FIF + sidecar, as one group.
 
-    Reproduces a full disk at the file-object level (no tiny file system is
-    available without root): writers that open files through ``open`` get
-    this object instead, exactly like the OS would refuse the write.
+    ``fsize_limit_before_fif`` (bytes): a real file-size limit
+    (``RLIMIT_FSIZE``) set after the HDF5 file is written and before the FIF,
+    so that MNE's FIF write fails in the middle of the file.
     """
+    import resource
 
-    def __init__(self, path, mode="wb", limit=1000):
-        self._f = open(path, mode)  # noqa: SIM115
-        self._n = 0
-        self._limit = limit
+    from mne_laminar_plugin import bids
+    from mne_laminar_plugin import leadfield as L
 
-    def write(self, data):
-        self._n += len(data)
-        if self._n > self._limit:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
+    h5 = folder / "sub-01_desc-laminar_leadfield.h5"
+    fif = folder / "sub-01_desc-laminar_fwd.fif"
+    with bids.atomic_group():
+        L.write_leadfield(h5, data, overwrite=True)
+        side = L.with_checksum(dict(side, ForwardFile=fif.name), h5)
+        bids.write_json(bids.sidecar(h5), side)
+        if fsize_limit_before_fif is not None:
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit_before_fif, hard))
+        L.write_forward_fif(fif, data, overwrite=True)
+        bids.write_json(bids.sidecar(fif), dict(side, LeadfieldFile=h5.name))
+    return h5, fif
 
 
 def parts(root: Path) -> list[Path]:

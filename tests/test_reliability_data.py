@@ -25,7 +25,7 @@ from mne_laminar_plugin.demo import DEMO_VERSION, STAMP_NAME, make_demo_dataset
 from mne_laminar_plugin.surfaces import LaminarSurfaces
 
 from _fs_fixtures import make_fsaverage5_subject  # noqa: E402
-from _reliab_helpers import FullDisk, parts, snapshot, sphere_forward  # noqa: E402
+from _reliab_helpers import parts, snapshot, sphere_forward, write_leadfield_set  # noqa: E402
 from test_host import restore_mbp  # noqa: E402, F401  (fixture)
 
 
@@ -213,6 +213,70 @@ def test_clean_rerun_is_byte_identical(surf_pair, tmp_path):
     assert list(sx.values()) == list(sy.values())
 
 
+def _group_run(fs5, root, seed):
+    """The group step's inputs: two subjects' scores on the fs5 template, best rows."""
+    import mne
+
+    from mne_laminar_plugin.pipeline.steps.laminar import _99_group_predictors as G
+
+    cfg = SimpleNamespace(laminar_root=root, template="fs5",
+                          group_subjects=(("01", "fs5"), ("02", "fs5")))  # fmt: skip
+    rng = np.random.default_rng(seed)
+    n_vert = {h: len(mne.read_surface(fs5.surf_dir / f"{h}.sphere")[0]) for h in ("lh", "rh")}
+    mapped = {h: [rng.normal(size=n) for _ in range(2)] for h, n in n_vert.items()}
+    for vals in mapped["lh"]:
+        vals[fs5.medial["lh"]] = np.nan  # no columns on the medial wall
+    rows = [dict(subject=s, hemi="L", vertex=int(rng.integers(100)), score=float(rng.normal()),
+                 x=1.0, y=2.0, z=3.0, template_vertex=7, template_x=1.5, template_y=2.5,
+                 template_z=3.5) for s in ("01", "02")]  # fmt: skip
+    return G, cfg, mapped, rows
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")
+def test_group_save_failing_midway_keeps_the_old_set(fs5, tmp_path, monkeypatch):
+    """The group step's maps, table and sidecars are one set: a write failing after
+    some of them keeps every file of the previous run; stale temporaries are removed."""
+    import nibabel as nib
+
+    from mne_laminar_plugin import predictors as P
+
+    root = tmp_path / "deriv"
+    G, cfg, mapped, rows = _group_run(fs5, root, seed=0)
+    out, means = G._save(cfg, None, mapped, rows)
+    assert len(out) == 5 and all(p.is_file() for p in out.values())
+    mean = nib.load(out["hemi-L_space-fs5_desc-scoreMean_stat.func.gii"]).darrays[0].data
+    np.testing.assert_allclose(mean, np.nanmean(mapped["lh"], axis=0), rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(means["lh"], np.nanmean(mapped["lh"], axis=0))
+    before = snapshot(root)
+    G2, cfg2, mapped2, rows2 = _group_run(fs5, root, seed=1)  # a new result
+    orig, calls = P.write_gifti_map, {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # rh mean, after both lh maps and their sidecars
+            raise OSError(28, "No space left on device")
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(P, "write_gifti_map", failing)
+    with pytest.raises(OSError, match="No space left"):
+        G2._save(cfg2, None, mapped2, rows2)
+    monkeypatch.setattr(P, "write_gifti_map", orig)
+    assert calls["n"] == 3
+    assert snapshot(root) == before
+    assert parts(root) == []
+    # a temporary of a killed run is removed by the next commit in the folder
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = root / "group" / f".part-{dead}-x1-hemi-L_space-fs5_desc-scoreMean_stat.func.gii"
+    stale.write_text("half")
+    out2, _ = G2._save(cfg2, None, mapped2, rows2)
+    assert parts(root) == []
+    assert sorted(out2) == sorted(out)
+    assert bids.read_tsv(out2["space-fs5_desc-bestcolumns_predictors.tsv"])["score"] == [
+        repr(r["score"]) for r in rows2
+    ]
+
+
 # ------------------------------------------------------------ disk full
 @pytest.fixture(scope="module")
 def fwd_data(tmp_path_factory):
@@ -221,21 +285,6 @@ def fwd_data(tmp_path_factory):
     fname = tmp_path_factory.mktemp("fwd") / "sphere-fwd.fif"
     sphere_forward(fname)
     return read_leadfield(fname, orientation_type="free")
-
-
-def _write_set(folder: Path, data, side: dict):
-    """The leadfield step's set: HDF5 + sidecar + FIF + sidecar, as one group."""
-    from mne_laminar_plugin import leadfield as L
-
-    h5 = folder / "sub-01_desc-laminar_leadfield.h5"
-    fif = folder / "sub-01_desc-laminar_fwd.fif"
-    with bids.atomic_group():
-        L.write_leadfield(h5, data, overwrite=True)
-        side = L.with_checksum(dict(side, ForwardFile=fif.name), h5)
-        bids.write_json(bids.sidecar(h5), side)
-        L.write_forward_fif(fif, data, overwrite=True)
-        bids.write_json(bids.sidecar(fif), dict(side, LeadfieldFile=h5.name))
-    return h5, fif
 
 
 def test_full_disk_refused_before_the_h5_write(fwd_data, tmp_path, monkeypatch):
@@ -255,25 +304,103 @@ def test_full_disk_refused_before_the_h5_write(fwd_data, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_full_disk_during_fif_write_keeps_old_set(fwd_data, tmp_path, monkeypatch):
-    """ENOSPC while MNE writes the FIF: no sidecar names a missing FIF, old set kept."""
-    import mne
+_LIMITED_WRITE = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from _reliab_helpers import write_leadfield_set
+    from mne_laminar_plugin.leadfield import read_leadfield
 
-    h5, fif = _write_set(tmp_path, fwd_data, {"Run": "old"})
-    before = snapshot(tmp_path)
-    fwd_data.leadfield *= 2.0  # a new result
-    try:
-        monkeypatch.setattr(
-            mne._fiff.write, "open", lambda f, mode="r": FullDisk(f, mode, limit=20000),
-            raising=False,
-        )
-        with pytest.raises(OSError, match="No space left"):
-            _write_set(tmp_path, fwd_data, {"Run": "new"})
-    finally:
-        fwd_data.leadfield /= 2.0
-    assert snapshot(tmp_path) == before
+    data = read_leadfield({fwd!r}, orientation_type="free")
+    data.leadfield *= 2.0  # a new result
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit: EFBIG
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    if {where!r} == "h5":
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, hard))
+        write_leadfield_set(Path({folder!r}), data, {{"Run": "new"}})
+    else:
+        write_leadfield_set(Path({folder!r}), data, {{"Run": "new"}},
+                            fsize_limit_before_fif={limit})
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["h5", "fif"])
+def test_write_limit_mid_file_keeps_old_set(fwd_data, tmp_path, where):
+    """A real file-size limit hit in the middle of the HDF5 or FIF write (EFBIG,
+    as a disk filling up): a clear error, no crash, the old set byte-identical."""
+    fwd = tmp_path / "sphere-fwd.fif"
+    from mne_laminar_plugin.leadfield import write_forward_fif
+
+    write_forward_fif(fwd, fwd_data)
+    folder = tmp_path / "meg"
+    folder.mkdir()
+    h5, fif = write_leadfield_set(folder, fwd_data, {"Run": "old"})
+    before = snapshot(folder)
+    target = h5 if where == "h5" else fif
+    size = target.stat().st_size
+    limit = size // 2  # half of the file (every sidecar is smaller)
+    assert max(p.stat().st_size for p in folder.glob("*.json")) < limit
+    script = _LIMITED_WRITE.format(
+        tests=str(Path(__file__).parent), fwd=str(fwd), where=where, limit=limit,
+        folder=str(folder),
+    )  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode > 0, (res.returncode, res.stderr[-3000:])  # an error, not a signal
+    what = "the leadfield" if where == "h5" else "the forward"
+    assert f"OSError: [Errno 27] Could not write {what} {target.name} in {folder}" in res.stderr
+    assert "bytes). Free some space" in res.stderr and "previous run were kept" in res.stderr
+    if where == "h5":  # the exact size of the image
+        assert f"{size} bytes)" in res.stderr
+    assert snapshot(folder) == before
     assert parts(tmp_path) == []
     assert json.loads(bids.sidecar(h5).read_text())["Run"] == "old"
+
+
+def test_leadfield_files_hold_no_wall_clock_time(fwd_data, tmp_path, monkeypatch):
+    """A clean rewrite gives the same bytes (no creation time, no timings);
+    SOURCE_DATE_EPOCH, when set, is the creation time written."""
+    import h5py
+
+    from mne_laminar_plugin import leadfield as L
+
+    data = fwd_data
+    prov = dict(data.provenance)
+    try:
+        data.provenance = dict(prov, created="2026-01-01T10:00:00+0000",
+                               timings_s={"forward": 1.25})  # fmt: skip
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+        a = L.write_leadfield(tmp_path / "a_leadfield.h5", data)
+        data.provenance["created"], data.provenance["timings_s"] = "later", {"forward": 2.5}
+        b = L.write_leadfield(tmp_path / "b_leadfield.h5", data)
+        fa, fb = L.write_forward_fif(tmp_path / "a_fwd.fif", data), L.write_forward_fif(
+            tmp_path / "b_fwd.fif", data
+        )
+        na = data.to_npz(tmp_path / "a_leadfield.npz")
+        nb = data.to_npz(tmp_path / "b_leadfield.npz")
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+        c = L.write_leadfield(tmp_path / "c_leadfield.h5", data)
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+        with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH='yesterday' is not a Unix time"):
+            L.write_leadfield(tmp_path / "d_leadfield.h5", data)
+    finally:
+        data.provenance = prov
+    assert a.read_bytes() == b.read_bytes() and fa.read_bytes() == fb.read_bytes()
+    assert na.read_bytes() == nb.read_bytes()
+    import zipfile
+
+    with zipfile.ZipFile(na) as zf:  # the zip epoch, not the time of writing
+        assert {m.date_time for m in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    back = L.read_leadfield(na)
+    np.testing.assert_array_equal(back.leadfield, data.leadfield)
+    assert "created" not in back.provenance
+    with h5py.File(a) as f:
+        written = json.loads(f.attrs["provenance"])
+    assert "created" not in written and "timings_s" not in written
+    with h5py.File(c) as f:
+        assert json.loads(f.attrs["provenance"])["created"] == "2026-01-01T00:00:00Z"
+    assert not (tmp_path / "d_leadfield.h5").exists() and parts(tmp_path) == []
 
 
 # ---------------------------------------------------- stale temporaries

@@ -10,7 +10,7 @@ depth ratio, outlier columns and their plots.
 
 from .._conventions import ARBITRARY, GRAD_UNITS, UNIT_LABELS, UNITS, pretty_unit
 from ._builder import LeadfieldBuilder, attach_surface_layout, from_laminar_forward
-from ._data import LeadfieldData, describe_sensors
+from ._data import LeadfieldData, describe_sensors, reproducible_provenance
 from ._formats import (
     FIF_TAG_LIMIT,
     H5_FORMAT,
@@ -57,6 +57,7 @@ __all__ = [
     "plot_column_norms",
     "plot_depth_ratio",
     "read_leadfield",
+    "reproducible_provenance",
     "si_factors",
     "si_to_target_units",
     "unit_conversion",

@@ -235,7 +235,7 @@ class LeadfieldData:
         scalar unit per file, so for CaliBrain write a mixed-type leadfield
         with :meth:`to_calibrain` (one file per channel type).
         """
-        from ..bids import atomic_path
+        from ..bids import write_npz
 
         fname = Path(fname)
         _check_overwrite(fname, overwrite)
@@ -263,12 +263,11 @@ class LeadfieldData:
             synthetic=np.asarray(bool(self.synthetic)),
             dropped_columns=np.asarray(self.dropped_columns, int),
             dropped_reasons=np.asarray(self.dropped_reasons, dtype=str),
-            provenance_json=np.asarray(json.dumps(self.provenance, default=_jsonable)),
+            provenance_json=np.asarray(
+                json.dumps(reproducible_provenance(self.provenance), default=_jsonable)
+            ),
         )
-        with atomic_path(fname) as tmp:
-            with open(tmp, "wb") as fid:
-                np.savez(fid, **arrays)
-        return fname
+        return write_npz(fname, arrays)
 
     def to_calibrain(self, folder, subject, *, grad_unit="fT/m", free_k=None,
                      overwrite=False) -> dict:  # fmt: skip
@@ -310,11 +309,38 @@ def _provenance(mode, **extra):
 
     out = dict(
         mode=mode,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         generated_by=f"mne-laminar-plugin {__version__}",
         mne_version=mne.__version__,
     )
     out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+#: Provenance entries that change from run to run (wall-clock times), never written.
+VOLATILE_PROVENANCE = ("created", "timings_s")
+
+
+def reproducible_provenance(provenance: dict | None) -> dict:
+    """The provenance as written to files: no wall-clock time, so reruns match.
+
+    Drops :data:`VOLATILE_PROVENANCE` (creation time, step timings: logged and
+    in the report, not in the files). When ``SOURCE_DATE_EPOCH`` is set
+    (reproducible-builds convention), ``created`` is that time, in UTC.
+    """
+    import os
+
+    out = {k: v for k, v in (provenance or {}).items() if k not in VOLATILE_PROVENANCE}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            stamp = time.gmtime(int(epoch))
+        except (ValueError, OverflowError, OSError):
+            raise ValueError(
+                f"SOURCE_DATE_EPOCH={epoch!r} is not a Unix time (integer seconds "
+                "since 1970-01-01 UTC); set it to e.g. $(git log -1 --format=%ct) or "
+                "unset it."
+            ) from None
+        out["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp)
     return out
 
 

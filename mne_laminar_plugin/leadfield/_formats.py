@@ -39,6 +39,7 @@ Files
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -53,6 +54,7 @@ from .._conventions import (
     ARBITRARY,
     ORIENTATION_TYPES,
     UNIT_LABELS,
+    check_memory,
 )
 from ._data import (
     LeadfieldData,
@@ -63,6 +65,7 @@ from ._data import (
     _per_channel,
     _provenance,
     _validate,
+    reproducible_provenance,
 )
 from ._npz import read_npz
 from ._units import convert_grad_unit, si_factors, si_to_target_units
@@ -119,7 +122,13 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
 
     The matrix is written in column chunks (so a float32 file is never
     converted as a whole in memory); the metadata, per-channel units and the
-    measurement info (as FIF bytes, no pickles) go alongside.
+    measurement info (as FIF bytes, no pickles) go alongside. The HDF5 file
+    is built in memory (``io.BytesIO``) and its bytes written to the
+    temporary with plain Python I/O, so that a disk filling up mid-write is
+    an ``OSError`` naming the file (h5py never sees it: it crashed
+    deallocating a half-written file); the image needs about the leadfield's
+    size in memory again. The file holds no wall-clock time (see
+    :func:`reproducible_provenance`): a clean rerun writes the same bytes.
 
     Parameters
     ----------
@@ -135,13 +144,34 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     -------
     fname : Path
     """
-    import h5py
-
-    from ..bids import atomic_group, atomic_path, check_free_space
+    from ..bids import atomic_group, check_free_space, write_bytes
 
     fname = Path(fname)
     _check_overwrite(fname, overwrite)
     _validate(data, fname, check_finite=False)
+    lf = data.leadfield
+    n_sens, n_src = lf.shape[:2]
+    k = int(np.prod(lf.shape[2:]))
+    # refuse before building anything when the matrix and its metadata do not fit
+    meta_bytes = 64 * n_sens * (10 + k) + 200 * n_src + 2**20
+    check_free_space(fname.parent, lf.nbytes + meta_bytes, f"the leadfield {fname.name}")
+    check_memory(
+        lf.nbytes + meta_bytes, f"The HDF5 image of the leadfield {fname.name}",
+        hint="Write it from a machine with more memory, or use float32 "
+        "(laminar_forward_float32).",
+    )  # fmt: skip
+    image = _h5_image(data, chunk_mb)
+    with atomic_group():  # the file and the checksum in its sidecar, together
+        write_bytes(fname, image.getbuffer(), "the leadfield")
+        _refresh_checksum(fname)
+    logger.info(f"Wrote {fname} ({lf.nbytes / 2**20:.1f} MiB leadfield)")
+    return fname
+
+
+def _h5_image(data: LeadfieldData, chunk_mb) -> io.BytesIO:
+    """The bytes of the HDF5 leadfield file, built in memory."""
+    import h5py
+
     lf = data.leadfield
     n_sens, n_src = lf.shape[:2]
     k = int(np.prod(lf.shape[2:]))
@@ -150,55 +180,51 @@ def write_leadfield(fname, data: LeadfieldData, *, overwrite=False, chunk_mb=64,
     chunk_cols = int(max(1, min(n_src, (4 * 2**20) // max(col_bytes, 1))))
     slab = int(max(chunk_cols, (chunk_mb * 2**20) // max(col_bytes, 1) // chunk_cols * chunk_cols))
     str_dt = h5py.string_dtype()
-    # HDF5 cannot recover from a full disk mid-file (h5py crashes closing it):
-    # refuse before writing anything when the matrix and its metadata do not fit
-    meta_bytes = 64 * n_sens * (10 + k) + 200 * n_src + 2**20
-    check_free_space(fname.parent, lf.nbytes + meta_bytes, f"the leadfield {fname.name}")
-    with atomic_group():  # the file and the checksum in its sidecar, together
-        with atomic_path(fname) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["format"] = H5_FORMAT
-            f.attrs["format_version"] = H5_FORMAT_VERSION
-            f.attrs["orientation_type"] = data.orientation_type
-            f.attrs["n_layers"] = int(data.n_layers)
-            f.attrs["n_columns"] = int(data.n_columns)
-            f.attrs["synthetic"] = bool(data.synthetic)
-            f.attrs["source_order"] = "layer-major: source l * n_kept + k"
-            f.attrs["units_convention"] = (
-                "values in the unit of units[i] per channel: fT/nAm (mag), "
-                "fT/cm/nAm (planar grad), uV/nAm (EEG)"
-            )
-            f.attrs["provenance"] = json.dumps(data.provenance, default=_jsonable)
-            dset = f.create_dataset(
-                "leadfield",
-                shape=lf.shape,
-                dtype=lf.dtype,
-                chunks=(n_sens, chunk_cols, *lf.shape[2:]),
-            )
-            for start in range(0, n_src, slab):
-                dset[:, start : start + slab] = lf[:, start : start + slab]
-            f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
-            f.create_dataset("units", data=list(data.units), dtype=str_dt)
-            f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
-            for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
-                val = getattr(data, key)
-                if val is not None:
-                    f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
-            for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
-                        "column_vertno"):  # fmt: skip
-                val = getattr(data, key)
-                if val is not None:
-                    f.create_dataset(key, data=np.asarray(val))
-            if data.column_hemi is not None:
-                f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
-            f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
-            f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
-            if data.mri_head_t is not None:
-                f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
-            if data.info is not None:
-                f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
-        _refresh_checksum(fname)
-    logger.info(f"Wrote {fname} ({lf.nbytes / 2**20:.1f} MiB leadfield)")
-    return fname
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        f.attrs["format"] = H5_FORMAT
+        f.attrs["format_version"] = H5_FORMAT_VERSION
+        f.attrs["orientation_type"] = data.orientation_type
+        f.attrs["n_layers"] = int(data.n_layers)
+        f.attrs["n_columns"] = int(data.n_columns)
+        f.attrs["synthetic"] = bool(data.synthetic)
+        f.attrs["source_order"] = "layer-major: source l * n_kept + k"
+        f.attrs["units_convention"] = (
+            "values in the unit of units[i] per channel: fT/nAm (mag), "
+            "fT/cm/nAm (planar grad), uV/nAm (EEG)"
+        )
+        f.attrs["provenance"] = json.dumps(
+            reproducible_provenance(data.provenance), default=_jsonable
+        )
+        dset = f.create_dataset(
+            "leadfield",
+            shape=lf.shape,
+            dtype=lf.dtype,
+            chunks=(n_sens, chunk_cols, *lf.shape[2:]),
+        )
+        for start in range(0, n_src, slab):
+            dset[:, start : start + slab] = lf[:, start : start + slab]
+        f.create_dataset("ch_names", data=list(data.ch_names), dtype=str_dt)
+        f.create_dataset("units", data=list(data.units), dtype=str_dt)
+        f.create_dataset("ch_types", data=list(data.ch_types), dtype=str_dt)
+        for key in ("sensor_kind", "sensor_units", "sensor_unitmult", "coil_type"):
+            val = getattr(data, key)
+            if val is not None:
+                f.create_dataset(key, data=_per_channel(val, n_sens, key).astype(int))
+        for key in ("src_coords", "Q_basis", "src_ori", "layer", "column",
+                    "column_vertno"):  # fmt: skip
+            val = getattr(data, key)
+            if val is not None:
+                f.create_dataset(key, data=np.asarray(val))
+        if data.column_hemi is not None:
+            f.create_dataset("column_hemi", data=[str(h) for h in data.column_hemi], dtype=str_dt)
+        f.create_dataset("dropped_columns", data=np.asarray(data.dropped_columns, int))
+        f.create_dataset("dropped_reasons", data=list(data.dropped_reasons), dtype=str_dt)
+        if data.mri_head_t is not None:
+            f.create_dataset("mri_head_t", data=np.asarray(data.mri_head_t["trans"]))
+        if data.info is not None:
+            f.create_dataset("info_fif", data=np.frombuffer(_info_to_bytes(data.info), np.uint8))
+    return image
 
 
 #: Sidecar key of the SHA-256 of the HDF5 leadfield, verified on reading.
@@ -650,16 +676,14 @@ def write_forward_fif(fname, data: LeadfieldData, *, overwrite=False, verbose=No
         )
     fwd = _to_forward(data)
     fname.parent.mkdir(parents=True, exist_ok=True)
-    from ..bids import atomic_path, check_free_space
+    from ..bids import atomic_path, check_free_space, disk_errors
 
     n_col = data.n_sources * (1 if data.orientation_type == "fixed" else 3)
-    check_free_space(
-        fname.parent, 4 * data.n_sensors * n_col + 400 * data.n_sources + 2**20,
-        f"the forward {fname.name}",
-    )  # fmt: skip
-
-    # the temporary name ends with the final one, so MNE accepts it (_fwd.fif)
-    with atomic_path(fname) as tmp:
+    n_bytes = 4 * data.n_sensors * n_col + 400 * data.n_sources + 2**20
+    check_free_space(fname.parent, n_bytes, f"the forward {fname.name}")
+    # the temporary name ends with the final one, so MNE accepts it (_fwd.fif);
+    # MNE writes with plain Python I/O: a disk filling up is an OSError
+    with atomic_path(fname) as tmp, disk_errors(fname, n_bytes, "the forward"):
         mne.write_forward_solution(tmp, fwd, overwrite=True, verbose=False)
     return fname
 

@@ -399,7 +399,7 @@ def export_calibrain(
     and ``Q_basis=None`` of fixed files are left out; its loader reads absent
     keys as None.
     """
-    from ..bids import atomic_path
+    from ..bids import write_npz
     from ._data import _check_overwrite
 
     _validate_type(subject, str, "subject")
@@ -455,8 +455,7 @@ def export_calibrain(
             lf, arrays["Q_basis"] = _free_for_calibrain(lf, data.Q_basis, k)
         arrays["leadfield"] = lf
         fname = _calibrain_fname(folder, ch_type, subject, data)
-        with atomic_path(fname) as tmp, open(tmp, "wb") as fid:
-            np.savez(fid, **arrays)
+        write_npz(fname, arrays)
         logger.info(f"Wrote {fname} ({len(rows)} {ch_type} channels, {lf.shape})")
         out[ch_type] = fname
     return out

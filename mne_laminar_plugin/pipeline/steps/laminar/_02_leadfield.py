@@ -269,7 +269,7 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
             "dropped_columns": [int(c) for c in data.dropped_columns],
             "dropped_reasons": list(data.dropped_reasons),
         },
-        "GeneratedBy": data.provenance,
+        "GeneratedBy": L.reproducible_provenance(data.provenance),
     }
     if surf is not None:
         side["OrientationConvention"] = f"{surf.orientation}: {surf.orientation_sign}"

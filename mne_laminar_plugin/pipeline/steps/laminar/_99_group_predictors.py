@@ -121,42 +121,54 @@ def run_group_predictors(
         }
         best_rows.append(_map_subject(sub, pred, spheres, tpl, mapped))
     assert not in_files, in_files
-    out_files, means = {}, {}
     _mbp.ensure_dataset(cfg)
-    for hemi in HEMIS:
-        stack = np.array(mapped[hemi])
-        with warnings.catch_warnings():  # all-NaN vertices: "Mean of empty slice"
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(stack, axis=0)
-        count = np.isfinite(stack).sum(axis=0)
-        means[hemi] = mean
-        for stat, vals in (("mean", mean), ("count", count)):
-            fname = group_map_fname(cfg, session, hemi, stat.capitalize())
-            P.write_gifti_map(fname, vals, hemi, name=f"score_{stat}")
-            bids.write_json(
-                bids.sidecar(fname),
-                {
-                    "Description": f"Group {stat} of the anatomical score over "
-                    f"{len(cfg.group_subjects)} subject(s), on every vertex of "
-                    f"{cfg.template} {hemi}; each subject's score mapped by nearest "
-                    f"column on ?h.sphere.reg (n/a farther than {GAP_FACTOR} x the "
-                    "median column spacing from every column).",
-                    "SpatialReference": f"FreeSurfer template {cfg.template} "
-                    f"(surf/{hemi}.sphere.reg vertex order)",
-                    "Subjects": [s for s, _ in cfg.group_subjects],
-                },
-            )
-            out_files[fname.name] = fname
-    tfname = group_table_fname(cfg, session)
-    cols = list(best_rows[0]) if best_rows else ["subject"]
-    bids.write_tsv(tfname, {c: [r[c] for r in best_rows] for c in cols})
-    bids.write_json(bids.sidecar(tfname), _table_sidecar(cfg))
-    out_files[tfname.name] = tfname
+    out_files, means = _save(cfg, session, mapped, best_rows)
     with _open_report(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         _add_report(report, cfg, tpl, means, best_rows)
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
+
+
+def _save(cfg, session, mapped, best_rows) -> tuple[dict, dict]:
+    """Write the mean and count maps, the best-column table and their sidecars.
+
+    One set, committed together (:func:`~mne_laminar_plugin.bids.atomic_group`):
+    a failed write keeps the previous run's files and leaves no temporary.
+    Returns the files written (by name) and the mean map of each hemisphere.
+    """
+    out_files, means = {}, {}
+    with bids.atomic_group():
+        for hemi in HEMIS:
+            stack = np.array(mapped[hemi])
+            with warnings.catch_warnings():  # all-NaN vertices: "Mean of empty slice"
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(stack, axis=0)
+            count = np.isfinite(stack).sum(axis=0)
+            means[hemi] = mean
+            for stat, vals in (("mean", mean), ("count", count)):
+                fname = group_map_fname(cfg, session, hemi, stat.capitalize())
+                P.write_gifti_map(fname, vals, hemi, name=f"score_{stat}")
+                bids.write_json(
+                    bids.sidecar(fname),
+                    {
+                        "Description": f"Group {stat} of the anatomical score over "
+                        f"{len(cfg.group_subjects)} subject(s), on every vertex of "
+                        f"{cfg.template} {hemi}; each subject's score mapped by nearest "
+                        f"column on ?h.sphere.reg (n/a farther than {GAP_FACTOR} x the "
+                        "median column spacing from every column).",
+                        "SpatialReference": f"FreeSurfer template {cfg.template} "
+                        f"(surf/{hemi}.sphere.reg vertex order)",
+                        "Subjects": [s for s, _ in cfg.group_subjects],
+                    },
+                )
+                out_files[fname.name] = fname
+        tfname = group_table_fname(cfg, session)
+        cols = list(best_rows[0]) if best_rows else ["subject"]
+        bids.write_tsv(tfname, {c: [r[c] for r in best_rows] for c in cols})
+        bids.write_json(bids.sidecar(tfname), _table_sidecar(cfg))
+        out_files[tfname.name] = tfname
+    return out_files, means
 
 
 def _read_template(in_files, hemi) -> dict:
@@ -326,6 +338,8 @@ def main(*, config: SimpleNamespace) -> None:
             logger.info(**gen_log_kwargs(message=msg, subject=AVERAGE, session=session))
             continue
         cfg = get_config(config=config, subjects=subjects, session=session)
+        # a corrupt sub-average report (killed while MBP saved it): set aside
+        _mbp.recover_mbp_files(config, [(cfg, AVERAGE, session)])
         logs.append(
             run_group_predictors(
                 cfg=cfg, exec_params=config.exec_params, subject=AVERAGE, session=session
