@@ -664,6 +664,32 @@ def dataset_uri(
     return None
 
 
+def portable_path(value, roots: Mapping[str, str | os.PathLike | None]):
+    """``<name>/relative/path`` for a path under one of ``roots``, else ``value``.
+
+    The rule that keeps machine-specific folders out of sidecars and
+    provenance: an absolute path (a string or path) inside root ``name``
+    (the first that holds it, compared resolved) becomes
+    ``"<name>/<path relative to it>"`` (POSIX separators), e.g.
+    ``"<subjects_dir>/sub-01/surf/lh.white"``; a path equal to a root becomes
+    ``"<name>"``. Anything else (relative paths, other strings, numbers,
+    None) is returned unchanged, so a copied or moved dataset writes the
+    same bytes.
+    """
+    if not isinstance(value, str | os.PathLike) or not os.path.isabs(value):
+        return value
+    path = Path(value).resolve()
+    for name, root in roots.items():
+        if root is None:
+            continue
+        root = Path(root).resolve()
+        if path == root:
+            return f"<{name}>"
+        if path.is_relative_to(root):
+            return f"<{name}>/{path.relative_to(root).as_posix()}"
+    return value if isinstance(value, str) else str(value)
+
+
 def remove_stale(directory: str | os.PathLike, pattern: str, keep: Sequence[Path]) -> list[Path]:
     """Remove files matching ``pattern`` in ``directory`` that are not in ``keep``.
 

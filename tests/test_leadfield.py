@@ -609,6 +609,8 @@ def test_step_outputs_sidecar_report_and_validator(simulated, tmp_path):
     bids.ensure_derivative_dataset(cfg.laminar_root)
     sources = dict(bem=cfg.fs_subjects_dir / "fs01" / "bem" / "fs01-5120-bem-sol.fif",
                    trans=cfg.deriv_root / "sub-01" / "meg" / "sub-01_trans.fif")  # fmt: skip
+    data = data.copy()
+    data.provenance = dict(data.provenance, bem=str(sources["bem"]), trans=str(sources["trans"]))
     paths, fwd_ok = step._save(cfg, "01", None, data, None, sources)
     names = sorted(p.name for p in paths)
     assert fwd_ok and names == sorted([
@@ -620,7 +622,15 @@ def test_step_outputs_sidecar_report_and_validator(simulated, tmp_path):
     assert side["NumberOfLayers"] == 3
     assert side["DroppedColumns"]["Count"] == len(data.dropped_columns)
     assert side["Trans"] == "bids:raw:derivatives/mne-bids-pipeline/sub-01/meg/sub-01_trans.fif"
-    assert side["BEM"].endswith("fs01-5120-bem-sol.fif")
+    # outside the BIDS root but in subjects_dir: named relative to it, never by the
+    # machine's folder
+    assert side["BEM"] == "<subjects_dir>/fs01/bem/fs01-5120-bem-sol.fif"
+    assert side["GeneratedBy"]["bem"] == side["BEM"]  # the provenance too (h5 and FIF)
+    assert side["GeneratedBy"]["trans"] == (
+        "<bids_root>/derivatives/mne-bids-pipeline/sub-01/meg/sub-01_trans.fif"
+    )
+    for path in paths:
+        assert str(tmp_path).encode() not in path.read_bytes(), path.name
     # the FIF + its sidecar reload with the laminar layout
     back = L.read_leadfield(paths[0].parent / "sub-01_desc-laminar_fwd.fif")
     np.testing.assert_array_equal(back.layer, data.layer)

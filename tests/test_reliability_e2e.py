@@ -129,11 +129,13 @@ def test_sigkill_during_laminar_steps_then_rerun(pipeline_run, tmp_path):
     config = copy / demo.config_path.relative_to(demo.root)
     mbp_root = bids_root / "derivatives" / "mne-bids-pipeline"
     lam_root = bids.deriv_root(bids_root)
-    # the reference: a clean run in the copy (sidecars and provenance name the
-    # input files by absolute path, so the copy's files differ from the original's)
+    # the reference: a clean run in the copy
     res = run_cli("run", str(config), *LAMINAR_RUN, env=RUN_ENV)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     clean = _laminar_snapshot(bids_root)
+    # sidecars and provenance name their inputs relative to <subjects_dir> and
+    # <bids_root>: the copy writes the same bytes as the original dataset
+    _assert_same_files(_laminar_snapshot(demo.bids_root), clean)
     env = {**os.environ, **RUN_ENV, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "mne_laminar_plugin.cli", "run", str(config), *LAMINAR_RUN]
     points = {

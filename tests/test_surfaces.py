@@ -24,6 +24,7 @@ from mne_laminar_plugin.surfaces import (
     layer_fname,
     vertex_areas,
 )
+from mne_laminar_plugin.surfaces._io import _portable_inputs
 
 from _fs_fixtures import (  # noqa: E402  (tests folder is on sys.path)
     make_fsaverage5_subject,
@@ -418,7 +419,8 @@ def _assert_same(a: LaminarSurfaces, b: LaminarSurfaces):
     assert (a.method, a.spacing, a.orientation, a.subject) == (
         b.method, b.spacing, b.orientation, b.subject,
     )  # fmt: skip
-    assert a.qc == b.qc and a.sources == b.sources
+    # files name their FreeSurfer inputs relative to <subjects_dir> (portable)
+    assert a.qc == b.qc and _portable_inputs(a.sources) == _portable_inputs(b.sources)
     np.testing.assert_array_equal(a.scanner_xform, b.scanner_xform)
 
 
@@ -454,7 +456,11 @@ def test_save_load_roundtrip(fs5, tmp_path, orientation, method, session):
     assert side["DepthFraction"] == 0.0 and side["Orientation"] == orientation
     assert "ward" in side["OrientationSign"] and side["Density"].startswith("MNE oct4")
     assert side["ColumnsDropped"]["L"] == surf.qc["dropped"]["lh"]
-    assert side["FreeSurferInputs"]["lh"]["white"].endswith("lh.white")
+    # named relative to subjects_dir: no machine-specific folder in the sidecars
+    assert side["FreeSurferInputs"]["lh"]["white"] == "<subjects_dir>/fs5/surf/lh.white"
+    assert side["FreeSurferInputs"]["subjects_dir"] == "<subjects_dir>"
+    assert str(fs5.subjects_dir) not in bids.sidecar(layer_fname(root, "01", session, "lh", 3,
+                                                                 "oct4")).read_text()  # fmt: skip
     table = bids.read_tsv(next(anat.glob("*_columns.tsv")))
     assert table["status"].count("kept") == surf.n_columns
     assert table["status"].count("dropped") == len(surf.dropped["vertno"])

@@ -266,6 +266,16 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
     save_logs(config=config, logs=logs)
 
 
+def portable_roots(cfg) -> dict[str, Path]:
+    """The folders :func:`~mne_laminar_plugin.bids.portable_path` names in outputs.
+
+    FreeSurfer's ``subjects_dir`` first (it often lies inside the BIDS root),
+    then the BIDS root: sidecars and provenance then say
+    ``<subjects_dir>/sub-01/bem/...`` or ``<bids_root>/derivatives/...``.
+    """
+    return {"subjects_dir": Path(cfg.fs_subjects_dir), "bids_root": Path(cfg.bids_root)}
+
+
 # ------------------------------------------- inputs shared by the laminar steps
 
 

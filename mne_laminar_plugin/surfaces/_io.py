@@ -157,7 +157,7 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
         "Orientation": surf.orientation,
         "OrientationSign": surf.orientation_sign,
         "FreeSurferSubject": surf.subject,
-        "FreeSurferInputs": surf.sources,
+        "FreeSurferInputs": _portable_inputs(surf.sources),
     }
     if q:
         hemis = [hemi] if hemi else list(HEMIS)
@@ -170,13 +170,25 @@ def _common_sidecar(surf: LaminarSurfaces, hemi: str | None) -> dict:
     return out
 
 
+def _portable_inputs(sources: dict) -> dict:
+    """``FreeSurferInputs`` with ``<subjects_dir>/...`` for the machine's subjects_dir."""
+    roots = {"subjects_dir": sources.get("subjects_dir")}
+
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return bids.portable_path(value, roots)
+
+    return convert(sources)
+
+
 def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
     """BIDS URIs of the FreeSurfer inputs, per hemi, and the DatasetLinks they need.
 
     Possible when ``subjects_dir`` lies in a sibling derivative dataset
     (``<root>/../<name>/...`` -> ``bids:<name>:...``) or in the raw dataset
-    (``bids:raw:...``); otherwise no URIs (absolute paths stay in
-    ``FreeSurferInputs``).
+    (``bids:raw:...``); otherwise no URIs (``FreeSurferInputs`` still names
+    the files, relative to ``<subjects_dir>``).
     """
     uris: dict[str, list[str]] = {h: [] for h in HEMIS}
     links: dict[str, str] = {}
@@ -187,6 +199,8 @@ def _source_uris(surf: LaminarSurfaces, root: Path, raw_rel: str):
         return uris, links
     for hemi in HEMIS:
         for fname in (surf.sources.get(hemi) or {}).values():
+            if not Path(fname).is_absolute():  # read back as <subjects_dir>/...
+                continue
             path = Path(fname).resolve()
             datasets = {"raw": raw}
             if path.is_relative_to(deriv) and path.relative_to(deriv).parts[0] != root.name:

@@ -209,11 +209,14 @@ def _load(cfg, subject, surf, in_files):
 
 
 def _uri(cfg, path) -> str | None:
-    """A BIDS URI for a file of this dataset or of the raw dataset, else the path."""
+    """A BIDS URI for a file of this dataset or of the raw dataset, else the path
+    (as ``<subjects_dir>/...`` when it is there, see ``bids.portable_path``)."""
     if path is None:
         return None
     roots = {"": cfg.laminar_root, "raw": cfg.bids_root}
-    return bids.dataset_uri(path, roots) or str(Path(path).resolve())
+    return bids.dataset_uri(path, roots) or bids.portable_path(
+        str(Path(path).resolve()), _mbp.portable_roots(cfg)
+    )
 
 
 def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
@@ -293,6 +296,9 @@ def _sidecar(cfg, data: L.LeadfieldData, surf, sources, fwd_name) -> dict:
 
 def _save(cfg, subject, session, data, surf, sources):
     root = Path(cfg.laminar_root)
+    # no machine-specific folders in the files: a copied dataset writes the same bytes
+    roots = _mbp.portable_roots(cfg)
+    data.provenance = {k: bids.portable_path(v, roots) for k, v in data.provenance.items()}
     names = {k: L.leadfield_fname(root, subject, session, datatype=cfg.datatype, kind=k)
              for k in ("h5", "json", "fwd", "fwd_json")}  # fmt: skip
     can_fwd = (

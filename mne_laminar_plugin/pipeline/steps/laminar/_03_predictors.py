@@ -11,7 +11,6 @@ report section.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -108,9 +107,8 @@ def run_predictors(
     leadfield = _read_leadfield(in_files.pop("leadfield"), surf.n_layers)
     in_files.pop("scalp", None)  # read_scalp finds it (or raises, listing candidates)
     scalp = P.read_scalp(cfg.fs_subject, cfg.fs_subjects_dir, kind=cfg.laminar_scalp_mesh)
-    scalp.source = "<subjects_dir>/" + Path(
-        os.path.relpath(scalp.source, cfg.fs_subjects_dir)
-    ).as_posix()  # no machine-specific paths in the sidecars
+    # no machine-specific paths in the sidecars
+    scalp.source = bids.portable_path(scalp.source, _mbp.portable_roots(cfg))
     cov, info, rank = _mbp.read_whitener(cfg, in_files)
     if cov is not None and not P.can_whiten(leadfield):
         msg = "The leadfield has no physical units (random?): not whitening"
