@@ -72,17 +72,15 @@ def virtual_display(enable: bool = True) -> Iterator[str | None]:
     if proc is None:
         yield None
         return
-    old = {k: os.environ.get(k) for k in ("DISPLAY", "MNE_3D_OPTION_MULTI_SAMPLES")}
-    os.environ["DISPLAY"] = f":{num}"
-    os.environ.setdefault("MNE_3D_OPTION_MULTI_SAMPLES", "1")
+    from .report._render import environ
+
+    updates = {"DISPLAY": f":{num}"}
+    if "MNE_3D_OPTION_MULTI_SAMPLES" not in os.environ:  # the user's value wins
+        updates["MNE_3D_OPTION_MULTI_SAMPLES"] = "1"
     try:
-        yield os.environ["DISPLAY"]
+        with environ(updates):
+            yield updates["DISPLAY"]
     finally:
-        for key, val in old.items():
-            if val is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = val
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -432,24 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p_run = sub.add_parser(
+    # listed for `mne-laminar --help`; main() parses `run`'s own options (--no-xvfb,
+    # --blas-threads) itself and passes the rest to MBP (see _print_run_help)
+    sub.add_parser(
         "run",
         help="run MNE-BIDS-Pipeline with all MBP plugins (MBP arguments unchanged)",
-        description="Run MNE-BIDS-Pipeline with every installed MBP plugin. All "
-        "arguments after `run` go to mne_bids_pipeline unchanged (config, --steps, "
-        "--subject, --session, --n_jobs, --no-cache, --deriv_root, ...).",
         add_help=False,
     )
-    p_run.add_argument(
-        "--no-xvfb",
-        action="store_true",
-        help="do not start a private Xvfb when no display is set (3D figures are "
-        "then drawn offscreen, or as 2D projections)",
-    )
-    p_run.add_argument("--blas-threads", type=_blas_threads_arg, default=None,
-                       metavar="N", help=BLAS_THREADS_HELP)
-    p_run.add_argument("mbp_args", nargs=argparse.REMAINDER)
-    p_run.set_defaults(func=cmd_run)
 
     p_info = sub.add_parser(
         "info", help="list plugins, stages, steps and every option with its default"

@@ -254,16 +254,22 @@ def decide_in_process() -> RenderPath:
 
 
 @contextmanager
-def use_path(path: RenderPath) -> Iterator[RenderPath]:
-    """Set the environment of ``path`` for this process (and its children)."""
-    new = path.env()
-    old = {key: os.environ.get(key) for key in new}
-    os.environ.update(new)
+def environ(updates: Mapping[str, str]) -> Iterator[None]:
+    """Set ``updates`` in ``os.environ`` (children inherit them); restore on exit."""
+    old = {key: os.environ.get(key) for key in updates}
+    os.environ.update(updates)
     try:
-        yield path
+        yield
     finally:
         for key, val in old.items():
             if val is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = val
+
+
+@contextmanager
+def use_path(path: RenderPath) -> Iterator[RenderPath]:
+    """Set the environment of ``path`` for this process (and its children)."""
+    with environ(path.env()):
+        yield path

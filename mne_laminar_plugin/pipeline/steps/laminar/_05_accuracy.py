@@ -57,7 +57,7 @@ def table_fname(root, subject, session, spacing) -> Path:
 
 
 def _stale_patterns(subject, session) -> list[str]:
-    prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    prefix = bids.subject_prefix(subject, session)
     out = [f"{prefix}_space-individual_den-*_desc-laminar_accuracy.*"]
     for _, desc, _, _ in MAPS.values():
         out.append(f"{prefix}_run-*_hemi-*_space-individual_den-*_desc-{desc}_stat.*")
