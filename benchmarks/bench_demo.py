@@ -23,9 +23,16 @@ printed next to the figures: the machine may be shared.
 Usage::
 
     python benchmarks/bench_demo.py [--workdir DIR] [--hide-xvfb] [--blas-threads N]
-        [--json out.json] [--laminar-only DEMO_DIR]
+        [--json out.json] [--laminar-only DEMO_DIR] [--cold] [--repeat N]
 
 ``--laminar-only DEMO_DIR`` skips run 1 and times run 2 on a finished demo.
+
+``--cold`` deletes numba's on-disk caches of MNE and of this package first,
+as on a new installation (the first run after ``pip install`` compiles the
+kernels; ``mne-laminar demo`` compiles them in its figure worker while the
+data are built). ``--repeat N`` runs everything N times and prints the
+minimum, median and maximum of each figure. Each run also times a fixed
+Python loop (``speed``), so that a slow spell of a shared machine shows.
 
 ``--blas-threads 1`` shows what a loaded machine costs: OpenBLAS's threads
 spin while they wait for a core, so on a 2-core machine shared with other
@@ -53,7 +60,7 @@ def _child(argv: list[str]) -> int:
 
     from mne_bids_pipeline import _config_utils, _main
 
-    from mne_laminar_plugin import cli, demo
+    from mne_laminar_plugin import cli
     from mne_laminar_plugin.pipeline import host
     from mne_laminar_plugin.report import _render as _headless
 
@@ -89,8 +96,9 @@ def _child(argv: list[str]) -> int:
         _main._get_step_modules = get_step_modules
 
     host._install_stages = install
-    demo.make_demo_dataset = _timed("demo data", demo.make_demo_dataset)
-    _headless.probe = _timed("3D probe", _headless.probe)
+    # the demo data are built by cli._build_demo (in a child process for `demo`)
+    cli._build_demo = _timed("demo data", cli._build_demo)
+    _headless.probe = _timed("3D probe", _headless.probe)  # (with what runs meanwhile)
 
     def dump():
         Path(os.environ[_TIMES_ENV]).write_text(json.dumps(records))
@@ -118,10 +126,36 @@ def _env(hide_xvfb: bool, blas_threads: int | None) -> dict:
     return env
 
 
+def _clear_numba_caches() -> int:
+    """Delete the numba cache files of MNE and of this package (a new installation)."""
+    import mne
+
+    import mne_laminar_plugin
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        sys.exit("--cold: NUMBA_CACHE_DIR is set; clear that folder by hand instead")
+    n = 0
+    for pkg in (mne, mne_laminar_plugin):
+        for path in Path(pkg.__file__).parent.rglob("__pycache__/*.nb[ic]"):
+            path.unlink()
+            n += 1
+    return n
+
+
+def _speed() -> float:
+    """Seconds of a fixed pure-Python loop: the machine's speed right now."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i * i
+    return time.perf_counter() - t0
+
+
 def _run(name: str, argv: list[str], env: dict, workdir: Path) -> dict:
     times = workdir / f"times-{name}.json"
     env = dict(env, **{_TIMES_ENV: str(times)})
     load_before = _load()
+    speed = _speed()
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, __file__, "--child", *argv], env=env,
                          capture_output=True, text=True)  # fmt: skip
@@ -131,6 +165,7 @@ def _run(name: str, argv: list[str], env: dict, workdir: Path) -> dict:
     path_line = next((ln for ln in res.stdout.splitlines() if "3D figures:" in ln), "")
     return dict(
         name=name, argv=argv, wall=wall, load_before=load_before, load_after=_load(),
+        speed_s=speed,
         steps=json.loads(times.read_text()), render_path=path_line,
         blas_threads=env.get("OPENBLAS_NUM_THREADS"),
     )  # fmt: skip
@@ -142,7 +177,8 @@ def _table(run: dict) -> str:
         "",
         f"Wall time **{run['wall']:.1f} s** (load average before/after: "
         f"{run['load_before']} / {run['load_after']}, {os.cpu_count()} CPUs, "
-        f"BLAS threads: {run['blas_threads'] or 'default'})",
+        f"BLAS threads: {run['blas_threads'] or 'default'}, speed loop "
+        f"{run['speed_s']:.3f} s{', numba caches cleared first' if run.get('cold') else ''})",
         f"Rendering path: `{run['render_path'].split('3D figures: ', 1)[-1]}`",
         "",
         "| part | wall (s) | CPU (s) |",
@@ -161,7 +197,7 @@ def _table(run: dict) -> str:
     mbp = total(lambda n: "/" in n and not n.startswith("laminar/"))
     lam = total(lambda n: n.startswith("laminar/"))
     timed = total(lambda n: n != "3D probe")[0] + probes[0]
-    lines.append(f"| 3D rendering probes (subprocesses) | {probes[0]:.2f} | |")
+    lines.append(f"| 3D path decision (test render; MBP imports meanwhile) | {probes[0]:.2f} | |")
     lines.append(f"| **MBP steps** | **{mbp[0]:.2f}** | {mbp[1]:.2f} |")
     lines.append(f"| **laminar steps** | **{lam[0]:.2f}** | {lam[1]:.2f} |")
     lines.append(f"| start-up (imports, config), exit | {run['wall'] - timed:.2f} | |")
@@ -180,25 +216,53 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
     parser.add_argument("--laminar-only", type=Path, default=None, metavar="DEMO_DIR",
                         help="skip run 1: time only the laminar rerun of this finished demo")
+    parser.add_argument("--cold", action="store_true",
+                        help="delete numba's caches of MNE and this package first (a new "
+                        "installation)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of everything")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
     env = _env(args.hide_xvfb, args.blas_threads)
-    runs = []
-    if args.laminar_only is not None:
-        demo_dir = args.laminar_only.resolve()
-        if not (demo_dir / "demo_config.py").is_file():
-            sys.exit(f"--laminar-only {demo_dir}: no demo_config.py there (a finished demo?)")
-    else:
-        demo_dir = workdir / "demo"
-        if demo_dir.exists():
-            sys.exit(f"{demo_dir} exists: pass an empty --workdir")
-        runs.append(_run("demo", ["demo", str(demo_dir)], env, workdir))
-    runs.append(_run("laminar", ["run", str(demo_dir / "demo_config.py"), "--steps", "laminar",
-                                 "--no-cache"], env, workdir))  # fmt: skip
-    print("\n\n".join(_table(run) for run in runs))
+    all_runs = []
+    for k in range(args.repeat):
+        workdir = base / f"run{k + 1}" if args.repeat > 1 else base
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs = []
+        if args.laminar_only is not None:
+            demo_dir = args.laminar_only.resolve()
+            if not (demo_dir / "demo_config.py").is_file():
+                sys.exit(f"--laminar-only {demo_dir}: no demo_config.py there (a finished demo?)")
+        else:
+            demo_dir = workdir / "demo"
+            if demo_dir.exists():
+                sys.exit(f"{demo_dir} exists: pass an empty --workdir")
+            cold = args.cold and _clear_numba_caches() > 0
+            runs.append(dict(_run("demo", ["demo", str(demo_dir)], env, workdir), cold=cold))
+        runs.append(_run("laminar", ["run", str(demo_dir / "demo_config.py"), "--steps",
+                                     "laminar", "--no-cache"], env, workdir))  # fmt: skip
+        print("\n\n".join(_table(run) for run in runs), flush=True)
+        all_runs.append(runs)
+    if args.repeat > 1:
+        print("\n" + _summary(all_runs))
     if args.json:
-        args.json.write_text(json.dumps(runs, indent=2))
+        args.json.write_text(json.dumps(all_runs if args.repeat > 1 else all_runs[0], indent=2))
+
+
+def _summary(all_runs: list[list[dict]]) -> str:
+    """Minimum, median, maximum over the repeats of each command's wall time."""
+    import statistics
+
+    lines = ["| command | runs | min (s) | median (s) | max (s) | speed loop, median (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for i, run in enumerate(all_runs[0]):
+        walls = [runs[i]["wall"] for runs in all_runs]
+        speeds = [runs[i]["speed_s"] for runs in all_runs]
+        cmd = " ".join(["mne-laminar", *run["argv"][:1]])
+        lines.append(f"| `{cmd}` | {len(walls)} | {min(walls):.1f} | "
+                     f"{statistics.median(walls):.1f} | {max(walls):.1f} | "
+                     f"{statistics.median(speeds):.3f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -88,8 +89,15 @@ def virtual_display(enable: bool = True) -> Iterator[str | None]:
             proc.kill()
 
 
+#: the decision of the enclosing :func:`render_3d` of this process, if any
+_ACTIVE_PATHS: list = []
+
+
 @contextmanager
-def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[object]:
+def render_3d(
+    allow_xvfb: bool = True, need_mne_3d: bool = True, laminar_figures: bool = False,
+    meanwhile=None,
+) -> Iterator[object]:
     """Decide once how 3D report figures are drawn in this run, and set it up.
 
     Tries, each with a tiny render in a subprocess (a crashing GL driver
@@ -99,10 +107,47 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
     figures. ``MNE_LAMINAR_3D`` forces a path. Prints one line saying which
     path is taken and yields the :class:`~mne_laminar_plugin.report._render.RenderPath`;
     the environment carries it to MBP's worker processes.
+
+    With ``laminar_figures`` (laminar steps requested) the process that draws
+    the laminar report figures (:mod:`~mne_laminar_plugin.report._worker`)
+    is started at once, so that its start-up overlaps the run's; it stops at
+    the end. ``meanwhile`` (a callable, e.g. importing MBP) is called while
+    the first test render runs. Inside another ``render_3d`` of this process
+    (``mne-laminar demo`` decides before it builds the data) the enclosing
+    decision is used as it is.
     """
+    from .report import _worker
+
+    if _ACTIVE_PATHS:  # decided (and the worker started) by the enclosing call
+        if meanwhile is not None:
+            meanwhile()
+        yield _ACTIVE_PATHS[-1]
+        return
+    if laminar_figures:  # its imports overlap the test render and MBP's imports
+        _worker.prestart()
+    try:
+        with _decide_and_use(allow_xvfb, need_mne_3d, meanwhile) as path:
+            _ACTIVE_PATHS.append(path)
+            try:
+                yield path
+            finally:
+                _ACTIVE_PATHS.pop()
+    finally:
+        _worker.shutdown()
+
+
+@contextmanager
+def _decide_and_use(allow_xvfb: bool, need_mne_3d: bool, meanwhile) -> Iterator[object]:
+    """The body of :func:`render_3d`: probe, print the decision, set it up."""
     from contextlib import ExitStack
 
+    from .report import _worker
     from .report._render import RenderPath, probe, probe_offscreen, requested_path, use_path
+
+    def take_meanwhile():
+        nonlocal meanwhile
+        func, meanwhile = meanwhile, None
+        return func
 
     forced = requested_path()
     mode = "qt" if need_mne_3d else "vtk"
@@ -111,7 +156,7 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
     with ExitStack() as stack:
         display = os.environ.get("DISPLAY")
         if path is None and display and forced in ("auto", "display"):
-            ok, info = probe(mode)
+            ok, info = probe(mode, meanwhile=take_meanwhile())
             if ok:
                 path = RenderPath("display")
             else:
@@ -126,7 +171,7 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
                 if xvfb.enter_context(virtual_display()) is None:
                     notes.append("Xvfb did not start")
                 else:
-                    ok, info = probe("qt")
+                    ok, info = probe("qt", meanwhile=take_meanwhile())
                     if ok:
                         path = RenderPath("xvfb")
                         stack.enter_context(xvfb)
@@ -137,7 +182,7 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
         if path is None and forced in ("auto", "offscreen"):
             if not need_mne_3d and not notes:
                 notes.append("no MBP 3D step requested")
-            path, errors = probe_offscreen()
+            path, errors = probe_offscreen(meanwhile=take_meanwhile())
             if path is not None:
                 path = RenderPath(path.kind, reason="; ".join(notes), detail=path.detail)
             notes += errors
@@ -145,21 +190,40 @@ def render_3d(allow_xvfb: bool = True, need_mne_3d: bool = True) -> Iterator[obj
             if forced not in ("auto", "2d"):
                 notes.insert(0, f"MNE_LAMINAR_3D={forced} does not work here")
             path = RenderPath("2d", reason="; ".join(notes) or "no OpenGL")
+        func = take_meanwhile()
+        if func is not None:  # no test render ran
+            func()
         print(f"{PROG}: {path.describe()}", flush=True)
         with use_path(path):
+            _worker.sync_environ(decide=False)  # the worker started before the decision
             yield path
 
 
-def _needs_mne_3d(mbp_args: Sequence[str]) -> bool:
-    """Whether the requested MBP steps include ones drawing with MNE's 3D backend."""
+def _requested_steps(mbp_args: Sequence[str]) -> list[str]:
+    """The items of MBP's ``--steps`` (default ``all``)."""
     steps = "all"
     for i, arg in enumerate(mbp_args):
         if arg == "--steps" and i + 1 < len(mbp_args):
             steps = mbp_args[i + 1]
         elif arg.startswith("--steps="):
             steps = arg.split("=", 1)[1]
-    items = [item.strip() for item in steps.split(",")]
-    return any(item in ("all", "source") or item.startswith("source/") for item in items)
+    return [item.strip() for item in steps.split(",")]
+
+
+def _requests_stage(mbp_args: Sequence[str], stage: str) -> bool:
+    """Whether ``--steps`` runs ``stage`` or one of its steps (``all`` does)."""
+    return any(item in ("all", stage) or item.startswith(f"{stage}/")
+               for item in _requested_steps(mbp_args))  # fmt: skip
+
+
+def _needs_mne_3d(mbp_args: Sequence[str]) -> bool:
+    """Whether the requested MBP steps include ones drawing with MNE's 3D backend."""
+    return _requests_stage(mbp_args, "source")
+
+
+def _needs_laminar(mbp_args: Sequence[str]) -> bool:
+    """Whether the requested MBP steps include this package's laminar stage."""
+    return _requests_stage(mbp_args, "laminar")
 
 
 # ------------------------------------------------------------ BLAS threads
@@ -200,6 +264,10 @@ def blas_threads(n: int | None) -> Iterator[None]:
     if n == 0:
         yield
         return
+    # threadpoolctl limits the libraries loaded now: load numpy's and scipy's BLAS
+    # first (``mne-laminar run`` has imported neither yet)
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n, user_api="blas"):
@@ -220,7 +288,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_run_args(mbp_args)
     host = PluginHost()
     with blas_threads(getattr(args, "blas_threads", None)), render_3d(
-        allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args)
+        allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args),
+        laminar_figures=_needs_laminar(mbp_args),
+        meanwhile=host.install,  # MBP's imports while the test render runs
     ):
         try:
             run_mbp(mbp_args, host=host)
@@ -359,29 +429,27 @@ def demo_steps(n_subjects: int) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo dataset and run the full pipeline on it."""
-    from .demo import make_demo_dataset
-
     root = Path(args.directory).expanduser().resolve()
     if args.subjects < 1:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
-    try:
-        with blas_threads(args.blas_threads):
-            demo = make_demo_dataset(
-                root, n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
-                system=args.system, progress=True,
-            )  # fmt: skip
-    except FileExistsError as exc:  # the folder holds something else: nothing deleted
-        raise CLIError(str(exc)) from None
-    print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
-    print(f"MBP config: {demo.config_path}")
-    if args.no_run:
-        return 0
-    run_args = [str(demo.config_path), "--steps", demo_steps(args.subjects)]
-    if args.n_jobs:
-        run_args += ["--n_jobs", str(args.n_jobs)]
-    rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb,
-                                    blas_threads=args.blas_threads))  # fmt: skip
+    with blas_threads(args.blas_threads), contextlib.ExitStack() as stack:
+        if not args.no_run:
+            # decided now, so that the figure worker starts while the data are built
+            stack.enter_context(render_3d(allow_xvfb=not args.no_xvfb, need_mne_3d=True,
+                                          laminar_figures=True))  # fmt: skip
+        kwargs = dict(n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+                      system=args.system)  # fmt: skip
+        demo = _build_demo(root, kwargs, separate=not args.no_run)
+        print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
+        print(f"MBP config: {demo.config_path}")
+        if args.no_run:
+            return 0
+        run_args = [str(demo.config_path), "--steps", demo_steps(args.subjects)]
+        if args.n_jobs:
+            run_args += ["--n_jobs", str(args.n_jobs)]
+        rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb,
+                                        blas_threads=args.blas_threads))  # fmt: skip
     if rc:
         return rc
     reports = sorted(Path(demo.deriv_root).glob("sub-*/**/*_report.html"))
@@ -389,6 +457,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for report in reports:
         print(f"Report: {report}")
     return 0
+
+
+def _build_demo(root: Path, kwargs: dict, *, separate: bool):
+    """Build the demo data (:func:`~mne_laminar_plugin.demo.make_demo_dataset`).
+
+    With ``separate`` (the demo then runs MBP), in a child process with
+    MNE's numba kernels off: building the data takes as long without them,
+    and on a new installation their first compile (about 20 s) would be paid
+    here. Meanwhile this process imports MBP and the figure worker compiles
+    the kernels that MBP's and the laminar steps use
+    (:func:`~mne_laminar_plugin.forward._warmup.warm_up_kernels`), on the
+    other core, before they are needed.
+    """
+    import json
+
+    from .demo import make_demo_dataset
+
+    if not separate:
+        try:
+            return make_demo_dataset(root, **kwargs, progress=True)
+        except FileExistsError as exc:  # the folder holds something else: nothing deleted
+            raise CLIError(str(exc)) from None
+    from .forward._warmup import warm_up_kernels
+    from .pipeline.host import check_mbp_hook_points
+    from .report import _worker
+
+    with contextlib.suppress(_worker.WorkerGone):
+        _worker.submit(warm_up_kernels, system=kwargs["system"])
+    env = _worker.child_environ(MNE_USE_NUMBA="false", PYTHONUNBUFFERED="1")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mne_laminar_plugin.demo",
+         json.dumps(dict(kwargs, root=str(root), progress=True))],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        check_mbp_hook_points()  # imports MBP's modules, while the data are built
+    finally:
+        _, stderr = child.communicate()
+    if child.returncode == 2:  # the folder holds something else: nothing deleted
+        raise CLIError(stderr.strip().splitlines()[-1] if stderr.strip() else "demo folder")
+    if child.returncode:
+        sys.stderr.write(stderr)
+        raise RuntimeError(f"building the demo data failed (exit code {child.returncode})")
+    sys.stderr.write(stderr)  # warnings, if any
+    # built: this returns the finished demo (its stamp says so) without rebuilding it
+    return make_demo_dataset(root, **dict(kwargs, overwrite=False))
 
 
 def sys_info(fid=None) -> None:

@@ -223,22 +223,26 @@ def _t1_affine() -> np.ndarray:
 def _fill_surface(rr_mm: np.ndarray, tris: np.ndarray, shape: tuple) -> np.ndarray:
     """Voxels inside a closed surface: rasterise its triangles, fill the shell.
 
-    The fill runs on the surface's bounding box only (plus one voxel).
+    Each triangle is sampled on a barycentric grid finer than 0.4 voxel along
+    its longest edge (triangles grouped by grid size); the fill runs on the
+    surface's bounding box only (plus one voxel).
     """
     from scipy import ndimage
 
     inv = np.linalg.inv(_t1_affine())
     v0, v1, v2 = rr_mm[tris[:, 0]], rr_mm[tris[:, 1]], rr_mm[tris[:, 2]]
-    edge = max(
-        np.linalg.norm(v1 - v0, axis=1).max(),
-        np.linalg.norm(v2 - v0, axis=1).max(),
-        np.linalg.norm(v2 - v1, axis=1).max(),
-    )
-    n = int(np.ceil(edge / (0.4 * T1_VOXEL_MM))) + 1
-    i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
-    keep = i + j <= n
-    a, b = (i[keep] / n)[:, None, None], (j[keep] / n)[:, None, None]
-    pts = (v0 + a * (v1 - v0) + b * (v2 - v0)).reshape(-1, 3)
+    edge = np.max([np.linalg.norm(v1 - v0, axis=1), np.linalg.norm(v2 - v0, axis=1),
+                   np.linalg.norm(v2 - v1, axis=1)], axis=0)  # fmt: skip
+    grid = np.ceil(edge / (0.4 * T1_VOXEL_MM)).astype(int) + 1
+    pts = []
+    for n in np.unique(grid):
+        sel = grid == n
+        i, j = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        keep = i + j <= n
+        a, b = (i[keep] / n)[None, :, None], (j[keep] / n)[None, :, None]
+        w0 = v0[sel][:, None]
+        pts.append((w0 + a * (v1[sel][:, None] - w0) + b * (v2[sel][:, None] - w0)).reshape(-1, 3))
+    pts = np.concatenate(pts)
     vox = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
     vox = vox[np.all((vox >= 0) & (vox < np.array(shape)), axis=1)]
     out = np.zeros(shape, bool)
@@ -420,16 +424,16 @@ def _simulate_raw(info, fwd_gain: np.ndarray, amplitude: float, rng, seed: int):
     return raw, events
 
 
-def _layer_condition(raw, events, info, trans, bem, geom, vertex, subjects_dir,
-                     fs_subject, amplitude, rng, seed):
-    """Append the trials of :data:`LAYER_CONDITION` (event 2) to ``raw``.
+def _layer_source(geom, vertex, subjects_dir, fs_subject):
+    """The source of :data:`LAYER_CONDITION`: positions, orientations, weights.
 
-    The source is the model of ``compare_layers`` (MSP) on one layer: the
-    Gaussian geodesic patch (FWHM 5 mm, the inverse's own kernel) centred on
-    the oct5 column nearest to ``vertex`` on layer ``LAYER_SOURCE["layer"]``
-    of the 11 equidistant layers, each source along its column's link vector.
-    Writes ``label/lh.demo_column.label`` (that column only, as an ROI for the
-    prior) and returns ``raw, events, truth``.
+    The model of ``compare_layers`` (MSP) on one layer: the Gaussian geodesic
+    patch (FWHM 5 mm, the inverse's own kernel) centred on the oct5 column
+    nearest to ``vertex`` on layer ``LAYER_SOURCE["layer"]`` of the 11
+    equidistant layers, each source along its column's link vector. Writes
+    ``label/lh.demo_column.label`` (that column only, as an ROI for the
+    prior) and returns ``rr``, ``nn`` (m, MRI), the kernel weights and the
+    truth record.
     """
     import mne
 
@@ -446,19 +450,6 @@ def _layer_condition(raw, events, info, trans, bem, geom, vertex, subjects_dir,
     col = int(lh[np.argmin(near)])
     edges = mesh_edges(surf.combined_tris(), surf.n_columns)
     K = patch_kernel(surf.layers[layer] * 1e3, edges, fwhm, [col]).tocoo()
-    src = mne.setup_volume_source_space(
-        subject=None, pos=dict(rr=surf.layers[layer, K.col],
-                               nn=surf.layer_orientations(layer)[K.col]), verbose="error",
-    )  # fmt: skip
-    fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
-    fwd = mne.convert_forward_solution(fwd, force_fixed=True, surf_ori=True)
-    # _simulate_raw splits the moment evenly: weight the sources by the kernel
-    gain = fwd["sol"]["data"] * (K.data * len(K.data))
-    raw2, events2 = _simulate_raw(info, gain, amplitude, rng, seed)
-    events2[:, 0] += len(raw.times)
-    events2[:, 2] = 2
-    raw = mne.concatenate_raws([raw, raw2])
-    raw.set_annotations(None)  # no boundary: no epoch spans the junction
     # the ROI of the prior: this column's vertex and full-resolution neighbours,
     # no other oct5 column
     g = geom["lh"]
@@ -477,10 +468,29 @@ def _layer_condition(raw, events, info, trans, bem, geom, vertex, subjects_dir,
         spacing=LAYER_SOURCE["spacing"], patch_fwhm_mm=fwhm,
         patch="compare_layers' MSP patch: Gaussian over geodesic distance on the layer",
         orientation="link_vector (pial->white), each column's own",
-        amplitude_nAm=amplitude * 1e9, peak_latency_s=0.1,
+        amplitude_nAm=None,  # set by the caller
+        peak_latency_s=0.1,
         roi_label=str(label_fname.relative_to(subjects_dir / fs_subject)),
     )  # fmt: skip
-    return raw, np.concatenate([events, events2]), truth
+    return dict(rr=surf.layers[layer, K.col], nn=surf.layer_orientations(layer)[K.col],
+                weights=K.data, truth=truth)  # fmt: skip
+
+
+def _layer_condition(raw, events, info, gain, weights, amplitude, rng, seed):
+    """Append the trials of :data:`LAYER_CONDITION` (event 2) to ``raw``.
+
+    ``gain`` is the fixed-orientation forward of the sources of
+    :func:`_layer_source` and ``weights`` their kernel weights.
+    """
+    import mne
+
+    # _simulate_raw splits the moment evenly: weight the sources by the kernel
+    raw2, events2 = _simulate_raw(info, gain * (weights * len(weights)), amplitude, rng, seed)
+    events2[:, 0] += len(raw.times)
+    events2[:, 2] = 2
+    raw = mne.concatenate_raws([raw, raw2])
+    raw.set_annotations(None)  # no boundary: no epoch spans the junction
+    return raw, np.concatenate([events, events2])
 
 
 # ------------------------------------------------------------------ main
@@ -618,31 +628,40 @@ def make_demo_dataset(
             )
             info.set_montage(montage)
 
-            # forward of the source patch: single-layer BEM of this subject
+            # the sources: the patch of "stim" (at SOURCE_DEPTH) and the single-layer
+            # model patch of "layer", in one forward (single-layer BEM of this subject)
             g = geom["lh"]
             depth = SOURCE_DEPTH
             patch = src_info["patch"]
             rr = (g["white"] + depth * (g["pial"] - g["white"]))[patch] / 1000.0
             link = g["white"][patch] - g["pial"][patch]
             nn = link / np.linalg.norm(link, axis=1, keepdims=True)
+            layer_src = _layer_source(geom, src_info["vertex"], subjects_dir, fs_subject)
             src = mne.setup_volume_source_space(
-                subject=None, pos=dict(rr=rr, nn=nn), verbose="error"
-            )
+                subject=None, pos=dict(rr=np.concatenate([rr, layer_src["rr"]]),
+                                       nn=np.concatenate([nn, layer_src["nn"]])),
+                verbose="error",
+            )  # fmt: skip
             # ico-3 (1280 triangles): a different (coarser) BEM than MBP's ico-4
             # one, so that the demo's inverse does not use the simulation's model
-            _say(f"sub-{subject}: forward model of the source patch (1-layer ico-3 BEM)")
+            _say(f"sub-{subject}: forward model of the sources (1-layer ico-3 BEM)")
             model = mne.make_bem_model(fs_subject, ico=3, conductivity=(0.3,),
                                        subjects_dir=subjects_dir)
             bem = mne.make_bem_solution(model)
             fwd = mne.make_forward_solution(info, trans, src, bem, eeg=False, mindist=0.0)
             fwd = mne.convert_forward_solution(fwd, force_fixed=True, surf_ori=True)
             gain = fwd["sol"]["data"]
+            if gain.shape[1] != len(rr) + len(layer_src["rr"]):  # pragma: no cover
+                raise RuntimeError("a simulated source of the demo lies outside the inner skull")
             amplitude = float(rng.uniform(60e-9, 80e-9))
-            raw, events = _simulate_raw(info, gain, amplitude, rng, sub_seed % (2**31))
-            raw, events, layer_truth = _layer_condition(
-                raw, events, info, trans, bem, geom, src_info["vertex"], subjects_dir,
-                fs_subject, amplitude * LAYER_AMPLITUDE_FACTOR, rng, (sub_seed + 1) % (2**31),
+            raw, events = _simulate_raw(info, gain[:, : len(rr)], amplitude, rng,
+                                        sub_seed % (2**31))  # fmt: skip
+            amplitude_layer = amplitude * LAYER_AMPLITUDE_FACTOR
+            raw, events = _layer_condition(
+                raw, events, info, gain[:, len(rr):], layer_src["weights"], amplitude_layer,
+                rng, (sub_seed + 1) % (2**31),
             )  # fmt: skip
+            layer_truth = dict(layer_src["truth"], amplitude_nAm=amplitude_layer * 1e9)
             raw.set_meas_date(None)
 
             bids_path = BIDSPath(subject=subject, task=TASK, datatype="meg", root=bids_root)
@@ -739,3 +758,27 @@ def _check_demo_root(root: Path, stamp: dict, have: dict | None) -> None:
         f"Refusing to write the demo in {root}: {why}. It holds: {shown}. Choose an "
         "empty or new folder, or pass --overwrite (overwrite=True) to replace it."
     )
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m mne_laminar_plugin.demo KWARGS``: build a demo (``mne-laminar demo``).
+
+    ``KWARGS`` is the JSON of :func:`make_demo_dataset`'s arguments (``root``
+    included). Exit code 2 with the message on stderr when the folder holds
+    something else.
+    """
+    import sys
+
+    kwargs = json.loads(argv[0])
+    try:
+        make_demo_dataset(kwargs.pop("root"), **kwargs)
+    except FileExistsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

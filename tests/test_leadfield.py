@@ -655,7 +655,7 @@ def test_step_outputs_sidecar_report_and_validator(simulated, tmp_path):
         assert res.returncode == 0, res.stdout[-3000:]
     # report section
     report = mne.Report(title="sub-01")
-    step._add_report(report, data, None, cfg, paths, True)
+    step._add_report(report, data, cfg, paths, True)
     titles, tags, htmls = report.get_contents()
     assert set(titles) == {"Laminar leadfield"}  # one section
     html = "".join(htmls)

@@ -7,7 +7,6 @@ report is written once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -169,39 +168,26 @@ def _set_aside(path: Path, what: str, error: BaseException) -> Path:
     return aside
 
 
-#: report files this process saw saved by a laminar step that finished, by path:
-#: (size, mtime_ns) then. Unchanged since, they need no second full read.
-_REPORTS_SAVED: dict[str, tuple[int, int]] = {}
-
-
-def _file_state(fname) -> tuple[int, int] | None:
-    try:
-        st = os.stat(fname)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
 def recover_mbp_files(config: SimpleNamespace, cfgs: list[tuple]) -> list[Path]:
     """Set aside MBP's report HDF5 files and log workbook when they are corrupt.
 
     A run killed while MBP saves ``sub-XX_report.h5`` or
     ``task-<tasks>_log.xlsx`` leaves a file that every later step fails to
     open. Called before a laminar step runs with ``(cfg, subject, session)``
-    of each run; returns the files moved aside. A report that an earlier
-    laminar step of this process left (same size and modification time) is
-    not read again.
+    of each run; returns the files moved aside. A report this process saved
+    or read, unchanged since, is not read again (:mod:`._report_cache`).
     """
     import zipfile
 
     from filelock import FileLock
     from mne_bids_pipeline._report import _report_path
 
+    from . import _report_cache
+
     moved = []
     for cfg, subject, session in cfgs:
         fname = _report_path(cfg=cfg, subject=subject, session=session).fpath
-        state = _file_state(fname)
-        if state is not None and _REPORTS_SAVED.get(str(fname)) != state:
+        if fname.is_file() and _report_cache.known(fname) is None:
             import mne
 
             # MBP holds this lock while it reads and saves the report: never
@@ -236,8 +222,6 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
     if reason:
         logger.info(**gen_log_kwargs(message=reason))
         return
-    from mne_bids_pipeline._report import _report_path
-
     ss = _get_ss(config=config)
     cfgs = [(get_config(config=config, subject=sub, session=ses), sub, ses) for sub, ses in ss]
     recover_mbp_files(config, cfgs)
@@ -254,16 +238,63 @@ def run_step(step_func: Any, *, config: SimpleNamespace, get_config: Any) -> Non
             )
             for subject, session in ss
         )
-    for (cfg, subject, session), log in zip(cfgs, logs):
-        if log is None or not bool(log["success"]):  # cached, or failed mid-way
-            continue
-        # the step ran to its end: MBP saved this report after it
-        fname = str(_report_path(cfg=cfg, subject=subject, session=session).fpath)
-        state = _file_state(fname)
-        if state is not None:
-            _REPORTS_SAVED[fname] = state
     # save_logs finds the step from the caller's frame (a file under steps/)
     save_logs(config=config, logs=logs)
+
+
+def in_background(func, *args, **kwargs):
+    """Start ``func(*args, **kwargs)`` (a library function) in the figure worker.
+
+    Returns a :class:`~mne_laminar_plugin.report._worker.Pending`: its
+    ``result()`` gives the value, computed here if the worker has not got to
+    it (or there is none).
+    """
+    from ..report._worker import Pending
+
+    return Pending(func, args, kwargs)
+
+
+def results(pending) -> list:
+    """The values of several pending calls (:func:`in_background`, ``viz.submit_*``), in order.
+
+    Taken from the last, so that this process does what the figure worker
+    has not got to (:func:`mne_laminar_plugin.report._worker.results`).
+    """
+    from ..report._worker import results as _results
+
+    return _results(pending)
+
+
+def surface_map_grid(surf, layer: int, values, **kwargs):
+    """Start rendering ``values`` (one per column) on one layer of each hemisphere.
+
+    The maps go to the render worker (:func:`~mne_laminar_plugin.report.viz.submit_surface_map`)
+    at once; the step writes its files and draws its other figures meanwhile.
+    ``kwargs`` are :func:`~mne_laminar_plugin.report.viz.plot_surface_map`'s
+    (``title``, ``cmap``, ``clim``, ``label``).
+
+    Returns
+    -------
+    collect : callable
+        ``collect()`` waits for the images and returns them tiled, two per
+        row (lateral, medial of lh then rh), or None when no hemisphere has
+        columns.
+    """
+    from ..report import viz
+
+    pending = []
+    for hemi in S.HEMIS:
+        sl = surf.columns(hemi)
+        if sl.stop == sl.start or not len(surf.tris[hemi]):
+            continue
+        pending.append(viz.submit_surface_map(
+            surf.layers[layer, sl], surf.tris[hemi], values[sl], hemi=hemi, **kwargs))  # fmt: skip
+
+    def collect():
+        images = [img for job in pending for img in job.result()]
+        return viz.image_grid(images, ncols=2) if images else None
+
+    return collect
 
 
 def portable_roots(cfg) -> dict[str, Path]:

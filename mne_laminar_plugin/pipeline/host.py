@@ -204,6 +204,7 @@ class PluginHost:
                 self._register(name, obj, source=repr(obj))
         self._stages: dict[str, tuple[str, StepGroup]] | None = None
         self._options: dict[str, tuple[str, ConfigOption]] | None = None
+        self._installed = False
 
     # ------------------------------------------------------------------ load
     def _load_entry_points(self) -> None:
@@ -340,6 +341,8 @@ class PluginHost:
 
         Idempotent. Call before ``mne_bids_pipeline._main.main()``.
         """
+        if self._installed:
+            return
         check_mbp_version()
         check_mbp_hook_points()
         version = mbp_version()
@@ -349,6 +352,7 @@ class PluginHost:
         _install_options({name: opt for name, (_, opt) in options.items()})
         _install_misspelling_check(sorted(options))
         _install_stages([group for _, group in stages.values()])
+        self._installed = True
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Registered in the ``mne_bids_pipeline.plugins`` entry-point group (see
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .host import ConfigOption, StepGroup, hookimpl
@@ -39,13 +40,21 @@ def mbp_patch(mbp_version: str) -> None:
 
     Also routes MBP's 3D report figures (coregistration, source estimates)
     through the run's rendering path, so that they work without a display
-    (:func:`mne_laminar_plugin.pipeline._mbp_3d.patch_mbp_3d_steps`).
+    (:func:`mne_laminar_plugin.pipeline._mbp_3d.patch_mbp_3d_steps`), and
+    takes MBP's system information from the figure worker when it is ready
+    (:func:`patch_sys_info`), finds the running step without
+    ``inspect.stack()`` (:func:`patch_step_path`), and does not read back a
+    report file it has just saved (:mod:`._report_cache`).
     """
     from mne_bids_pipeline.steps.source import _99_group_average as step
 
+    from . import _report_cache
     from ._mbp_3d import patch_mbp_3d_steps
 
     patch_mbp_3d_steps(mbp_version)
+    patch_sys_info()
+    patch_step_path()
+    _report_cache.install()
 
     if getattr(step.main, "__mne_laminar_offline__", False):
         return
@@ -83,3 +92,71 @@ def fsaverage_missing(subjects_dir: Path) -> list[str]:
             if line and not (base / line).exists():
                 missing.append(line)
     return missing
+
+
+def patch_sys_info() -> None:
+    """MBP's cached ``mne.sys_info()`` text from the figure worker, when ready (MBP 1.10).
+
+    MBP adds ``mne.sys_info()`` to the report when a process first saves it
+    (``_report._cached_sys_info``, 1-2 s). The laminar figure worker
+    (:mod:`mne_laminar_plugin.report._worker`) computes it at start on the
+    other core, in the same environment; when it has, MBP's first report
+    save takes it instead of computing it again. Otherwise (no worker, not
+    done yet) MBP's own function runs. Idempotent.
+    """
+    import functools
+
+    from mne_bids_pipeline import _report
+
+    orig = getattr(_report, "_cached_sys_info", None)
+    if orig is None or getattr(orig, "__mne_laminar_orig__", None) is not None:
+        return
+
+    @functools.lru_cache(maxsize=1)  # MBP asks cache_info() whether it ran
+    def _cached_sys_info() -> str:
+        from ..report._worker import system_info_if_ready
+
+        text = system_info_if_ready()
+        return orig() if text is None else text
+
+    _cached_sys_info.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]
+    _report._cached_sys_info = _cached_sys_info
+
+
+def patch_step_path() -> None:
+    """MBP's ``_run._get_step_path`` by walking the frames (MBP 1.10; same result).
+
+    MBP names a step's sheet of the log workbook (``save_logs``, after every
+    step) after the first calling frame whose file is under a ``steps``
+    folder, or whose local ``__mne_bids_pipeline_step__`` names it. It finds
+    it with ``inspect.stack()``, which also reads every frame's source lines
+    and module: about 0.2 s per step with MNE, MBP and this package imported.
+    The frames themselves give the same answer at no cost. A ``stack``
+    passed explicitly is used as MBP does. Idempotent.
+    """
+    import pathlib
+
+    from mne_bids_pipeline import _run
+
+    orig = getattr(_run, "_get_step_path", None)
+    if orig is None or getattr(orig, "__mne_laminar_orig__", None) is not None:
+        return
+
+    def _get_step_path(stack=None) -> pathlib.Path:
+        if stack is not None:
+            return orig(stack)
+        frame = sys._getframe(1)
+        while frame is not None:
+            fname = pathlib.Path(frame.f_code.co_filename)
+            if "steps" in fname.parts:
+                return fname
+            out = frame.f_locals.get("__mne_bids_pipeline_step__")
+            if out is not None:
+                assert isinstance(out, pathlib.Path)
+                return out
+            frame = frame.f_back
+        return orig()  # MBP's own error, listing the stack
+
+    _get_step_path.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]
+    _get_step_path.__doc__ = orig.__doc__
+    _run._get_step_path = _get_step_path

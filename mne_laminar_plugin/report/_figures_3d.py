@@ -191,23 +191,24 @@ def render_vtk(
     """The scene rendered with VTK off screen (pyvista), one tile per view."""
     import pyvista as pv
 
-
-    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    pl = viz.new_plotter(size)  # (pyvista: the meshes and points below)
     try:
-        pl.set_background("white")
         for mesh in meshes:
             faces = np.column_stack([np.full(len(mesh.tris), 3), mesh.tris]).ravel()
             poly = pv.PolyData(np.asarray(mesh.rr, float), faces)
+            # render=False everywhere: one render per view, by the screenshot
             if mesh.values is None:
-                pl.add_mesh(poly, color=mesh.color, opacity=mesh.opacity, smooth_shading=True)
+                pl.add_mesh(poly, color=mesh.color, opacity=mesh.opacity, smooth_shading=True,
+                            render=False)  # fmt: skip
             else:
                 poly.point_data["rgb"] = (_vertex_colors(mesh)[:, :3] * 255).astype(np.uint8)
                 pl.add_mesh(poly, scalars="rgb", rgb=True, opacity=mesh.opacity,
-                            smooth_shading=True)  # fmt: skip
+                            smooth_shading=True, render=False)  # fmt: skip
         for pts in points:
             if len(pts.rr):
                 pl.add_points(np.asarray(pts.rr, float), color=pts.color,
-                              point_size=pts.size, render_points_as_spheres=True)  # fmt: skip
+                              point_size=pts.size, render_points_as_spheres=True,
+                              render=False)  # fmt: skip
         images = []
         for view in views:
             _, up, direction = _basis(view)
@@ -215,7 +216,7 @@ def render_vtk(
             pl.reset_camera(render=False)
             pl.camera.zoom(1.25)
             text = pl.add_text(f"{title} ({view})" if title else view, font_size=8,
-                               color="black")  # fmt: skip
+                               color="black", render=False)  # fmt: skip
             images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
             pl.remove_actor(text)
     finally:

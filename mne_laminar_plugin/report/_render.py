@@ -150,7 +150,9 @@ def requested_path() -> str:
     return value
 
 
-def probe(mode: str, env: Mapping[str, str] | None = None) -> tuple[bool, dict | str]:
+def probe(
+    mode: str, env: Mapping[str, str] | None = None, *, meanwhile=None
+) -> tuple[bool, dict | str]:
     """Render a tiny image in a subprocess; return (success, info or error).
 
     Parameters
@@ -161,6 +163,9 @@ def probe(mode: str, env: Mapping[str, str] | None = None) -> tuple[bool, dict |
         current ``DISPLAY``.
     env : dict | None
         Variables to set for the subprocess (on top of ``os.environ``).
+    meanwhile : callable | None
+        Called (no arguments) while the subprocess runs, e.g. the run's own
+        imports.
 
     Returns
     -------
@@ -173,41 +178,54 @@ def probe(mode: str, env: Mapping[str, str] | None = None) -> tuple[bool, dict |
     full_env.update(env or {})
     full_env.pop(RENDER_ENV, None)
     full_env.setdefault("MNE_3D_OPTION_MULTI_SAMPLES", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PROBE_CODE, mode],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        res = subprocess.run(
-            [sys.executable, "-c", _PROBE_CODE, mode],
-            env=full_env, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
-        )  # fmt: skip
+        if meanwhile is not None:
+            meanwhile()
+        stdout, stderr = proc.communicate(timeout=PROBE_TIMEOUT)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return False, f"test render timed out after {PROBE_TIMEOUT:.0f} s"
-    for line in res.stdout.splitlines()[::-1]:
+    finally:
+        if proc.poll() is None:  # meanwhile raised: do not leave it behind
+            proc.kill()
+            proc.communicate()
+    for line in stdout.splitlines()[::-1]:
         if line.startswith("MNE_LAMINAR_PROBE "):
             info = json.loads(line.split(" ", 1)[1])
             if info["std"] > 0:
                 return True, info
             return False, "test render returned a blank image"
-    if res.returncode < 0:
+    if proc.returncode < 0:
         import signal
 
         try:
-            name = signal.Signals(-res.returncode).name
+            name = signal.Signals(-proc.returncode).name
         except ValueError:
-            name = str(-res.returncode)
+            name = str(-proc.returncode)
         why = f"test render crashed ({name})"
     else:
-        lines = [ln for ln in (res.stderr or "").strip().splitlines() if ln.strip()]
+        lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
         why = f"test render failed: {lines[-1].strip()[:200]}" if lines else (
-            f"test render failed (exit code {res.returncode})"
+            f"test render failed (exit code {proc.returncode})"
         )
     return False, why
 
 
-def probe_offscreen() -> tuple[RenderPath | None, list[str]]:
-    """Try VTK's display-less render windows (EGL, then OSMesa)."""
+def probe_offscreen(*, meanwhile=None) -> tuple[RenderPath | None, list[str]]:
+    """Try VTK's display-less render windows (EGL, then OSMesa).
+
+    ``meanwhile`` is called while the first test render runs (see :func:`probe`).
+    """
     errors = []
     for name, window in _OFFSCREEN_WINDOWS:
         env = {"VTK_DEFAULT_OPENGL_WINDOW": window}
-        ok, info = probe("vtk", env={**env, "DISPLAY": ""})
+        ok, info = probe("vtk", env={**env, "DISPLAY": ""}, meanwhile=meanwhile)
+        meanwhile = None
         if ok and info.get("window") == window:
             detail = name + (f", {info['renderer']}" if info.get("renderer") else "")
             return RenderPath("offscreen", detail=detail), errors

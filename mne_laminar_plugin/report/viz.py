@@ -104,6 +104,38 @@ def _clim(values, clim):
     return (float(lo), float(hi))
 
 
+#: plotters kept for reuse by size, in a process that draws many maps (the render
+#: worker, :mod:`._worker`): a new GL context compiles its shaders again, about
+#: 40 % of a map's time with llvmpipe. Off (None) elsewhere.
+_PLOTTERS: dict | None = None
+
+
+def new_plotter(size):
+    """A white offscreen pyvista plotter of ``size`` (pixels), without multisampling.
+
+    llvmpipe (the usual headless OpenGL) draws MSAA in software: a
+    report-sized surface map took 0.2 s with pyvista's 8 samples, 0.12 s with
+    1; edges are slightly rougher.
+    """
+    import pyvista as pv
+
+    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    pl.ren_win.SetMultiSamples(1)
+    pl.set_background("white")
+    return pl
+
+
+def _plotter(size):
+    """An offscreen plotter of ``size``: a kept one (cleared) or a new one."""
+    key = tuple(size)
+    if _PLOTTERS is not None and key in _PLOTTERS:
+        return _PLOTTERS[key]
+    pl = new_plotter(size)
+    if _PLOTTERS is not None:
+        _PLOTTERS[key] = pl
+    return pl
+
+
 def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size, label):
     _ensure_offscreen_env()
     import pyvista as pv
@@ -112,9 +144,9 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
     mesh = pv.PolyData(rr_mm, faces)
     images = []
     # one plotter (GL context, uploaded mesh) for every view
-    pl = pv.Plotter(off_screen=True, window_size=list(size))
+    pl = _plotter(size)
+    ok = False
     try:
-        pl.set_background("white")
         # render=False everywhere: one render per view, by the screenshot
         if values is None:
             pl.add_mesh(mesh, color="lightgray", smooth_shading=True, render=False)
@@ -124,8 +156,8 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
                 mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
                 nan_color="lightgray", render=False,
                 scalar_bar_args=dict(
-                    title=label or "", color="black", vertical=False,
-                    position_x=0.2, position_y=0.03, width=0.6, height=0.08,
+                    title=label or "", color="black", vertical=False, n_labels=3,
+                    fmt="%.3g", position_x=0.2, position_y=0.03, width=0.6, height=0.08,
                 ),
             )  # fmt: skip
         text = pl.add_text("", font_size=9, color="black", render=False)
@@ -136,8 +168,14 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
             pl.reset_camera(render=False)
             pl.camera.zoom(1.3)
             images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
+        ok = True
     finally:
-        pl.close()
+        if ok and _PLOTTERS is not None:
+            pl.clear()  # actors, scalar bar and text go; the GL context stays
+        else:
+            if _PLOTTERS is not None:
+                _PLOTTERS.pop(tuple(size), None)
+            pl.close()
     return images
 
 
@@ -268,6 +306,39 @@ def plot_surface_map(
             warn("pyvista offscreen rendering returned a blank image; using matplotlib")
     images = _render_matplotlib(rr_mm, tris, values, note=note, **kwargs)
     return [np.asarray(img, np.uint8) for img in images]
+
+
+def submit_surface_map(rr_m, tris, values, **kwargs):
+    """Start :func:`plot_surface_map` in the render worker; ``.result()`` gives the images.
+
+    The laminar steps render their surface maps in one background process
+    (:mod:`._worker`) while they write their files and draw their other
+    figures, so that both cores work. Arguments are those of
+    :func:`plot_surface_map`; the images are the same.
+    """
+    from ._worker import Pending
+
+    # waited for, not drawn here: that would load VTK and a GL context in this process
+    return Pending(plot_surface_map, (), dict(rr_m=rr_m, tris=tris, values=values, **kwargs),
+                   steal=False)
+
+
+def submit_figure(plot, *args, **kwargs):
+    """Start ``plot(*args, **kwargs)`` in the render worker; ``.result()`` gives the image.
+
+    ``plot`` is a function of this package's library that returns a
+    matplotlib figure (or a tuple whose first item is one); the result is
+    that figure drawn by :func:`report_image` (an RGB array, as
+    ``mne.Report`` would store the figure).
+    """
+    from ._worker import Pending
+
+    return Pending(_figure_image, (plot, args, kwargs))
+
+
+def _figure_image(plot, args, kwargs) -> np.ndarray:
+    fig = plot(*args, **kwargs)
+    return report_image(fig[0] if isinstance(fig, tuple) else fig)
 
 
 def image_grid(images: Sequence[np.ndarray], ncols: int = 2, pad: int = 4) -> np.ndarray:
@@ -504,6 +575,85 @@ def figure_to_image(fig) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def report_image(fig) -> np.ndarray:
+    """Draw ``fig`` now as ``mne.Report`` would store it; returns the RGB image.
+
+    ``Report.add_figure`` draws a matplotlib figure at most 850 pixels wide
+    and at most 100 dpi; this draws it the same way, so that a step can draw
+    its matplotlib figures while the render worker finishes its surface maps
+    and add them in the section's order afterwards (an image that size is
+    stored as it is). The figure is closed.
+    """
+    import matplotlib.pyplot as plt
+
+    try:
+        from mne.report.report import MAX_IMG_RES, MAX_IMG_WIDTH
+    except ImportError:  # pragma: no cover - MNE's values since 1.0
+        MAX_IMG_RES, MAX_IMG_WIDTH = 100, 850
+    dpi = min(fig.get_dpi(), MAX_IMG_WIDTH / fig.get_size_inches()[0], MAX_IMG_RES)
+    fig.set_dpi(dpi)
+    img = figure_to_image(fig)
+    plt.close(fig)
+    return img
+
+
+# ------------------------------------------------------- model comparison
+def plot_evidence(whole, sliding=None):
+    """ΔF per layer over the whole window, beside ΔF over time in sliding windows.
+
+    Parameters
+    ----------
+    whole : LayerEvidence
+        :func:`~mne_laminar_plugin.compare_layers` on the whole window.
+    sliding : LayerEvidence | None
+        The same in sliding windows (``sliding=True``); None: one panel.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    n = 2 if sliding is not None else 1
+    # fixed margins, not a layout engine: several such figures per report, and a
+    # constrained layout costs about as much as drawing the figure
+    fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 3.8), squeeze=False)
+    fig.subplots_adjust(left=0.08 / n, right=1 - 0.02 / n, bottom=0.25, top=0.91,
+                        wspace=0.18)  # fmt: skip
+    whole.plot(ax=axes[0, 0])
+    if sliding is not None:
+        sliding.plot(ax=axes[0, 1])
+    return fig
+
+
+# ------------------------------------------------------------ accuracy
+def plot_score_roc(predictivity):
+    """ROC curve of the anatomical score at each SNR (records of ``predictivity``).
+
+    Parameters
+    ----------
+    predictivity : list of dict
+        :meth:`~mne_laminar_plugin.simulation.LaminarAccuracy.predictivity`
+        records; those without ``roc_score`` (one class only) are left out.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
+    for rec in predictivity:
+        if "roc_score" in rec:
+            fpr, tpr = rec["roc_score"]
+            ax.plot(fpr, tpr, label=f"{rec['snr_db']:g} dB (AUC {rec['auc_score']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate",
+           title="ROC of the anatomical score")  # fmt: skip
+    ax.legend(frameon=False, fontsize="small")
+    return fig
 
 
 # ------------------------------------------------------------ predictors

@@ -12,6 +12,8 @@ joblib's active backend.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from mne.utils import ProgressBar, _check_option, _validate_type, logger, verbose
 
@@ -205,10 +207,14 @@ def _topographies(lf, rows, W, surfaces, surf_layers, cols, fwhm):
 
 
 def _run_chunk(seed, U_inv, S_sim, same, sigma0, snr, K, n, T_full, H, band, ghat,
-               n_modes, noise=None):  # fmt: skip
-    """F (n_snr, C, L, Ls) of one chunk of columns."""
+               n_modes, noise=None, *, limit_blas=True):  # fmt: skip
+    """F (n_snr, C, L, Ls) of one chunk of columns.
+
+    ``limit_blas=False`` when the caller holds the BLAS limit already (threads
+    of one process: threadpoolctl's limits are per process).
+    """
     U_inv, S_sim, sigma0 = (np.ascontiguousarray(x) for x in (U_inv, S_sim, sigma0))
-    with _blas_limit():
+    with _blas_limit() if limit_blas else contextlib.nullcontext():
         U = U_inv / np.linalg.norm(U_inv, axis=1, keepdims=True)
         Q = column_bases(U, None if same else S_sim)
         d = Q.shape[-1]
@@ -326,7 +332,9 @@ def simulate_laminar_accuracy(
     n_jobs : int | None
         Processes for the column chunks, through joblib's active backend
         (loky, or a dask client inside ``joblib.parallel_config``); each
-        runs with one BLAS thread.
+        runs with one BLAS thread. None or 1 computes in this process with
+        one thread per available core (the chunks' numpy work releases the
+        GIL; one BLAS thread each), as the forward engine does.
     %(verbose)s
 
     Returns
@@ -474,13 +482,36 @@ def _simulate_chunks(entropy, U_all, S_all, same, sigma0, snr, K, n, T_full, H, 
         )  # fmt: skip
         for k, s in enumerate(starts)
     )
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    parts = []
-    with ProgressBar(len(starts), mesg="Column chunks") as pb:
-        for part in parallel(jobs):
-            parts.append(part)
-            pb.update(len(parts))
+    if n_jobs in (None, 1):  # in this process: one thread per core, same numbers
+        parts = _run_threads(jobs, len(starts))
+    else:
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        parts = []
+        with ProgressBar(len(starts), mesg="Column chunks") as pb:
+            for part in parallel(jobs):
+                parts.append(part)
+                pb.update(len(parts))
     return np.concatenate(parts, axis=1)
+
+
+def _run_threads(jobs, n_chunks):
+    """Run joblib ``delayed`` chunks on threads of this process, results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..forward._engine_numba import _n_cpus
+
+    n_threads = max(1, min(_n_cpus(), n_chunks))
+    # one BLAS thread for the whole pool, set once: threadpoolctl's limits are per process
+    with _blas_limit(), ThreadPoolExecutor(n_threads,
+                                           thread_name_prefix="laminar-accuracy") as ex:
+        futures = [ex.submit(func, *args, **kwargs, limit_blas=False)
+                   for func, args, kwargs in jobs]  # fmt: skip
+        parts = []
+        with ProgressBar(n_chunks, mesg="Column chunks") as pb:
+            for future in futures:
+                parts.append(future.result())
+                pb.update(len(parts))
+    return parts
 
 
 def _column_depths(surfaces, surf_layers, cols):

@@ -63,12 +63,13 @@ def run_layer_surfaces(
     if cfg.laminar_lameg_layers:
         surf = _from_lameg(cfg)
         in_files.clear()  # every file of the laMEG set (read by from_lameg)
+        figures = _start_figures(surf, cfg)
         _mbp.ensure_dataset(cfg)
         paths = surf.save(cfg.laminar_root, subject, session, verbose=False)
         with _open_report(
             cfg=cfg, exec_params=exec_params, subject=subject, session=session
         ) as report:
-            _add_report(report, surf, cfg)
+            _add_report(report, surf, cfg, figures)
         out_files = {path.name: path for path in paths}
         return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
     # missing or broken FreeSurfer files raise errors naming them (from_freesurfer)
@@ -95,6 +96,7 @@ def run_layer_surfaces(
         f"{qc['thin_columns']}, zero-length links {qc['zero_length_link']}"
     )
     logger.info(**gen_log_kwargs(message=msg))
+    figures = _start_figures(surf, cfg)  # drawn while the files are written
     # save writes the dataset-level files too (with the layers' descriptions)
     paths = surf.save(
         cfg.laminar_root, subject, session, source_relpath=_mbp.source_relpath(cfg),
@@ -110,7 +112,7 @@ def run_layer_surfaces(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding layer surfaces to the report"))
-        _add_report(report, surf, cfg)
+        _add_report(report, surf, cfg, figures)
 
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
@@ -145,20 +147,34 @@ def _from_lameg(cfg: SimpleNamespace) -> LaminarSurfaces:
     return surf
 
 
-def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
-    tags = _mbp.REPORT_TAGS
+def _start_figures(surf: LaminarSurfaces, cfg: SimpleNamespace) -> dict:
+    """Start the slices and the thickness map in the render worker."""
     t1 = _mbp.fs_path(cfg, "mri", "T1.mgz")
-    fig = viz.plot_layer_slices(
-        surf.layers, surf.combined_tris(), t1_fname=t1 if t1.is_file() else None,
-        title=f"{surf.n_layers} {surf.method} layers of {cfg.fs_subject} (tkRAS)",
+    mid = surf.n_layers // 2
+    thick = surf.thickness()
+    clim = tuple(np.percentile(thick, [2, 98])) if len(thick) else None
+    return dict(
+        t1=t1.is_file(),
+        slices=viz.submit_figure(
+            viz.plot_layer_slices, surf.layers, surf.combined_tris(),
+            t1_fname=t1 if t1.is_file() else None,
+            title=f"{surf.n_layers} {surf.method} layers of {cfg.fs_subject} (tkRAS)",
+        ),
+        thickness=_mbp.surface_map_grid(surf, mid, thick, title=f"layer {mid:02d}",
+                                        cmap="viridis", clim=clim, label="thickness (mm)"),
     )  # fmt: skip
+
+
+def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace, figures) -> None:
+    """The "Laminar surfaces" section; ``figures`` from :func:`_start_figures`."""
+    tags = _mbp.REPORT_TAGS
     viz.add_figure(
-        report, fig,
+        report, figures["slices"].result(),
         title="Layer surfaces: slices",
         caption=(
             f"Intersections of every layer surface ({layer_order(surf.n_layers)}) "
             "with coronal and axial planes"
-            + (" through T1.mgz" if t1.is_file() else "")
+            + (" through T1.mgz" if figures["t1"] else "")
             + f"; drawn on the column mesh (spacing {surf.spacing}), as saved."
         ),
         section=SECTION,
@@ -166,21 +182,10 @@ def _add_report(report, surf: LaminarSurfaces, cfg: SimpleNamespace) -> None:
         replace=True,
     )
     mid = surf.n_layers // 2
-    thick = surf.thickness()
-    clim = tuple(np.percentile(thick, [2, 98])) if len(thick) else None
-    images = []
-    for hemi in HEMIS:
-        sl = surf.columns(hemi)
-        if sl.stop - sl.start == 0 or not len(surf.tris[hemi]):
-            continue
-        images += viz.plot_surface_map(
-            surf.layers[mid, sl], surf.tris[hemi], thick[sl],
-            title=f"layer {mid:02d}", cmap="viridis", clim=clim, hemi=hemi,
-            label="thickness (mm)",
-        )  # fmt: skip
-    if images:
+    grid = figures["thickness"]()
+    if grid is not None:
         viz.add_figure(
-            report, viz.image_grid(images, ncols=2),
+            report, grid,
             title="Layer surfaces: one layer",
             caption=(
                 f"Layer {mid:02d} of {surf.n_layers} (depth fraction "

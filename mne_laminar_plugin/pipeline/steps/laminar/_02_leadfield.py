@@ -131,13 +131,14 @@ def run_leadfield(
         )
     assert not in_files, in_files
 
+    figures = _start_figures(data, surf)  # drawn while the files are written
     _mbp.ensure_dataset(cfg)
     paths, fwd_written = _save(cfg, subject, session, data, surf, sources)
     with _open_report(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding the laminar leadfield to the report"))
-        _add_report(report, data, surf, cfg, paths, fwd_written)
+        _add_report(report, data, cfg, paths, fwd_written, figures=figures)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
@@ -334,14 +335,32 @@ def _save(cfg, subject, session, data, surf, sources):
 
 
 # ----------------------------------------------------------------- report
-def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) -> None:
-    tags = _mbp.REPORT_TAGS
+def _start_figures(data: L.LeadfieldData, surf) -> dict:
+    """Start the section's figures in the render worker (see ``viz.submit_figure``)."""
     norms = L.column_norms(data)
-    fig = L.plot_column_norms(
-        data, title=f"Leadfield column norm by layer ({data.orientation_type})", norms=norms
+    # what the QC figures read of the leadfield: everything but its values (the
+    # worker gets the column layout, not hundreds of MB)
+    layout = data.copy_metadata()
+    layout.leadfield = np.empty((0, data.n_sources), np.uint8)
+    title = f"Leadfield column norm by layer ({data.orientation_type})"
+    return dict(
+        norms=norms,
+        column_norms=viz.submit_figure(L.plot_column_norms, layout, title=title, norms=norms),
+        depth_ratio=(viz.submit_figure(L.plot_depth_ratio, layout, norms=norms)
+                     if data.n_layers > 1 else None),  # fmt: skip
+        ratio_map=_start_ratio_map(data, surf, norms),
     )
+
+
+def _add_report(report, data: L.LeadfieldData, cfg, paths, fwd_written, *,
+                figures=None) -> None:
+    """The "Laminar leadfield" section; ``figures`` from :func:`_start_figures`."""
+    tags = _mbp.REPORT_TAGS
+    figures = _start_figures(data, None) if figures is None else figures
+    norms = figures["norms"]
     viz.add_figure(
-        report, fig, title="Column norm by layer", section=SECTION, tags=tags, replace=True,
+        report, figures["column_norms"].result(), title="Column norm by layer",
+        section=SECTION, tags=tags, replace=True,
         caption=(
             "Norm over the channels of each unit group of every source's leadfield "
             f"column, sources layer-major ({S.layer_order(data.n_layers)}); deeper layers are "
@@ -349,22 +368,21 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
             "zero columns point at scaling, orientation or loading problems."
         ),
     )  # fmt: skip
-    if data.n_layers > 1:
-        fig = L.plot_depth_ratio(data, norms=norms)
+    if figures["depth_ratio"] is not None:
         viz.add_figure(
-            report, fig, title="Deep vs superficial norm ratio", section=SECTION, tags=tags,
-            replace=True,
+            report, figures["depth_ratio"].result(), title="Deep vs superficial norm ratio",
+            section=SECTION, tags=tags, replace=True,
             caption="Per column: norm of the deepest layer over the pial layer "
             "(log10). Below 0 (red line): the deep source is weaker at the sensors.",
         )  # fmt: skip
-        images = _ratio_map(data, surf, norms)
-        if images is not None:
-            viz.add_figure(
-                report, images, title="Deep vs superficial ratio map", section=SECTION,
-                tags=tags, replace=True,
-                caption="log10(deepest / pial column norm) on the pial surface "
-                "(grey: columns without leadfield).",
-            )  # fmt: skip
+    grid = figures["ratio_map"]() if figures["ratio_map"] is not None else None
+    if grid is not None:
+        viz.add_figure(
+            report, grid, title="Deep vs superficial ratio map", section=SECTION,
+            tags=tags, replace=True,
+            caption="log10(deepest / pial column norm) on the pial surface "
+            "(grey: columns without leadfield).",
+        )  # fmt: skip
     flagged = L.flag_outlier_columns(data, norms=norms)
     rows = [
         (r["column"], r["hemi"] or "n/a", "n/a" if r["vertno"] is None else r["vertno"],
@@ -387,8 +405,10 @@ def _add_report(report, data: L.LeadfieldData, surf, cfg, paths, fwd_written) ->
     )  # fmt: skip
 
 
-def _ratio_map(data: L.LeadfieldData, surf, norms):
-    if surf is None or data.column_hemi is None or data.n_columns != surf.n_columns:
+def _start_ratio_map(data: L.LeadfieldData, surf, norms):
+    """Start rendering log10(deepest / pial norm) on the pial layer; None if not drawable."""
+    if (surf is None or data.n_layers < 2 or data.column_hemi is None
+            or data.n_columns != surf.n_columns):  # fmt: skip
         return None
     ratios = L.depth_ratio(data, norms=norms)
     unit = next((u for u in ("fT/nAm", "fT/cm/nAm", "uV/nAm") if u in ratios), None)
@@ -399,17 +419,8 @@ def _ratio_map(data: L.LeadfieldData, surf, norms):
         values[data.columns] = np.log10(ratios[unit])
     finite = np.abs(values[np.isfinite(values)])
     lim = float(np.percentile(finite, 98)) if finite.size else 1.0
-    images = []
-    for hemi in S.HEMIS:
-        sl = surf.columns(hemi)
-        if sl.stop == sl.start or not len(surf.tris[hemi]):
-            continue
-        images += viz.plot_surface_map(
-            surf.layers[0, sl], surf.tris[hemi], values[sl], title="deep/pial",
-            cmap="RdBu_r", clim=(-lim, lim), hemi=hemi,
-            label=f"log10 ratio ({L.pretty_unit(unit)})",
-        )  # fmt: skip
-    return viz.image_grid(images, ncols=2) if images else None
+    return _mbp.surface_map_grid(surf, 0, values, title="deep/pial", cmap="RdBu_r",
+                                 clim=(-lim, lim), label=f"log10 ratio ({L.pretty_unit(unit)})")  # fmt: skip
 
 
 def _metadata_table(data: L.LeadfieldData, cfg, paths, fwd_written) -> str:

@@ -124,6 +124,7 @@ def run_predictors(
     )  # fmt: skip
     weights = cfg.laminar_score_weights
     score = pred.score(weights)
+    figures = _start_figures(surf, pred, score)  # drawn while the rest is computed, written
     rois = {
         spec: pred.roi_columns(spec, cfg.fs_subject, cfg.fs_subjects_dir)
         for spec in cfg.laminar_rois
@@ -151,7 +152,7 @@ def run_predictors(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding anatomical predictors to the report"))
-        _add_report(report, cfg, surf, pred, score, best, priors, mni)
+        _add_report(report, cfg, pred, score, best, priors, mni, figures)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
@@ -225,12 +226,14 @@ def _save(cfg, subject, session, surf, pred, score, rois, best, priors, weights,
 
 
 # ----------------------------------------------------------------- report
-def _add_report(report, cfg, surf, pred, score, best, priors, mni) -> None:
-    tags = _mbp.REPORT_TAGS
+def _start_figures(surf, pred, score) -> dict:
+    """Start the section's figures in the render worker, by name.
+
+    The histograms, the correlations, and the map of each predictor and of
+    the score on the pial layer.
+    """
     values = {**pred.as_dict(), P.SCORE_NAME: score}
-    units = {**pred.units}
-    # maps on the pial surface: one slider item per predictor and the score
-    images, captions = [], []
+    figures = {}
     for name in MAPS:
         vals = values[name]
         finite = vals[np.isfinite(vals)]
@@ -238,19 +241,30 @@ def _add_report(report, cfg, surf, pred, score, best, priors, mni) -> None:
         if name == P.SCORE_NAME and finite.size:
             lim = float(np.percentile(np.abs(finite), 98))
             clim = (-lim, lim)
-        views = []
-        for hemi in S.HEMIS:
-            sl = surf.columns(hemi)
-            if sl.stop == sl.start or not len(surf.tris[hemi]):
-                continue
-            unit = units[name]
-            views += viz.plot_surface_map(
-                surf.layers[0, sl], surf.tris[hemi], vals[sl], title=name,
-                cmap=CMAPS[name], clim=clim, hemi=hemi,
-                label=f"{name} ({unit})" if unit != "arbitrary" else name,
-            )  # fmt: skip
-        if views:
-            images.append(viz.image_grid(views, ncols=2))
+        unit = pred.units[name]
+        figures[name] = _mbp.surface_map_grid(
+            surf, 0, vals, title=name, cmap=CMAPS[name], clim=clim,
+            label=f"{name} ({unit})" if unit != "arbitrary" else name,
+        )  # fmt: skip
+    # after the maps: drawn here instead if the worker has not got to them
+    figures["histograms"] = viz.submit_figure(
+        viz.plot_histograms, values, units=dict(pred.units), title="Distributions over columns")
+    figures["correlations"] = viz.submit_figure(viz.plot_correlation_matrix, values)
+    return figures
+
+
+def _add_report(report, cfg, pred, score, best, priors, mni, figures) -> None:
+    """The "Anatomical predictors" section; ``figures`` from :func:`_start_figures`."""
+    tags = _mbp.REPORT_TAGS
+    units = {**pred.units}
+    # the figures this process may draw itself first, while the worker draws the maps
+    hist, corr = _mbp.results([figures["histograms"], figures["correlations"]])
+    # maps on the pial surface: one slider item per predictor and the score
+    images, captions = [], []
+    for name in MAPS:
+        grid = figures[name]()
+        if grid is not None:
+            images.append(grid)
             captions.append(
                 f"{P.LONG_NAMES[name]} on the pial surface ({units[name]}): "
                 f"{P.DESCRIPTIONS[name]}"
@@ -260,14 +274,12 @@ def _add_report(report, cfg, surf, pred, score, best, priors, mni) -> None:
             report, images, title="Predictor maps", caption=captions, section=SECTION,
             tags=tags, replace=True,
         )  # fmt: skip
-    fig = viz.plot_histograms(values, units=units, title="Distributions over columns")
     viz.add_figure(
-        report, fig, title="Predictor histograms", section=SECTION, tags=tags, replace=True,
+        report, hist, title="Predictor histograms", section=SECTION, tags=tags, replace=True,
         caption="Dashed: median. NaN columns (e.g. dropped from the leadfield) are left out.",
     )  # fmt: skip
-    fig, _ = viz.plot_correlation_matrix(values)
     viz.add_figure(
-        report, fig, title="Predictor correlations", section=SECTION, tags=tags, replace=True,
+        report, corr, title="Predictor correlations", section=SECTION, tags=tags, replace=True,
         caption="Pearson correlation between the predictors and the score over the "
         "columns where all are finite.",
     )  # fmt: skip

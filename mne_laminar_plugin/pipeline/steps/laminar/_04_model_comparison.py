@@ -140,7 +140,7 @@ def run_model_comparison(
         rank = _read_json(in_files.pop("cov_rank"))
 
     _mbp.ensure_dataset(cfg)
-    written, results = [], {}
+    written, results, figures = [], {}, {}
     for task in cfg.all_tasks:
         evokeds = _evokeds(in_files.pop(f"evoked_{task}"), cfg.laminar_comparison_conditions)
         res = results[task] = {}
@@ -151,6 +151,9 @@ def run_model_comparison(
                 slide = (compare(evoked, leadfield, noise, surf, rec["column"], cfg, rank,
                                  sliding=True) if _sliding(cfg) else None)  # fmt: skip
                 res[evoked.comment, name] = (whole, slide)
+                # drawn by the render worker while the next comparison runs
+                figures.setdefault(task, {})[evoked.comment, name] = viz.submit_figure(
+                    viz.plot_evidence, whole, slide)  # fmt: skip
                 msg = (f"{evoked.comment!r} at {name} ({rec['hemi']} {rec['vertex']}): "
                        f"best layer {whole.best_layer}, ΔF vs runner-up "
                        f"{float(whole.delta_f_runner_up):.1f} nats")  # fmt: skip
@@ -163,7 +166,7 @@ def run_model_comparison(
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding laminar model comparison to the report"))
         for task, res in results.items():
-            _add_report(report, task, res, priors)
+            _add_report(report, task, res, figures[task])
     out_files = {path.name: path for path in written}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
@@ -226,31 +229,22 @@ def _save(cfg, subject, session, task, res, priors) -> list[Path]:
 
 
 # ----------------------------------------------------------------- report
-def _add_report(report, task, res, priors) -> None:
-    import matplotlib.pyplot as plt
-
+def _add_report(report, task, res, figures) -> None:
+    """The section of one task; ``figures``: ΔF images by (condition, prior) (pending)."""
     tags = _mbp.REPORT_TAGS
     rows = []
+    images = dict(zip(figures, _mbp.results(figures.values())))
     for (condition, name), (whole, slide) in res.items():
         p = whole.prior[0]
         where = f"{name} ({p['hemi']} {p['vertex']})"
-        n = 2 if slide is not None else 1
-        # fixed margins, not a layout engine: 6 such figures per demo report, and a
-        # constrained layout costs about as much as drawing the figure
-        fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 3.8), squeeze=False)
-        fig.subplots_adjust(left=0.08 / n, right=1 - 0.02 / n, bottom=0.25, top=0.91,
-                            wspace=0.18)  # fmt: skip
-        whole.plot(ax=axes[0, 0])
-        if slide is not None:
-            slide.plot(ax=axes[0, 1])
         viz.add_figure(
-            report, fig, title=f"ΔF per layer: {condition}, {where}, task {task}",
+            report, images[condition, name],
+            title=f"ΔF per layer: {condition}, {where}, task {task}",
             caption="Left: ΔF (free energy relative to the worst layer, nats) of each layer "
             "model over the whole window (red: best; dashed: 3 nats). Right: ΔF per "
             "layer in sliding windows (1 temporal mode).",
             section=SECTION, tags=tags, replace=True,
         )  # fmt: skip
-        plt.close(fig)
         best, F = whole.best_layer, whole.free_energy
         far = np.abs(np.arange(whole.n_layers) - best) >= 2
         vs_far = float(F[best] - F[far].max()) if far.any() else float("nan")

@@ -105,26 +105,33 @@ def run_accuracy(
         random_state=cfg.laminar_accuracy_random_state, n_jobs=exec_params.n_jobs,
         verbose=False,
     )  # fmt: skip
+    score = pred.score(cfg.laminar_score_weights)
+    # the cross-validation (first: it is needed first) and the figures go to the
+    # render worker (report._worker) while this process writes the maps
+    jobs = [_mbp.in_background(acc.predictivity, pred, snr_db=s,
+                               weights=cfg.laminar_score_weights) for s in acc.snr_db]  # fmt: skip
+    maps = _start_maps(surf, acc, score)
+    summary = viz.submit_figure(acc.plot, snr_db=acc.snr_db[int(np.argmax(acc.snr_db))])
+    _mbp.ensure_dataset(cfg)
+    paths = _save_maps(cfg, subject, session, surf, acc)
     predictivity = []
-    for s in acc.snr_db:
+    for s, job in zip(acc.snr_db, jobs):
         try:
-            predictivity.append(
-                acc.predictivity(pred, snr_db=s, weights=cfg.laminar_score_weights)
-            )
+            predictivity.append(job.result())
         except ValueError as err:  # one class only (e.g. nothing accurate)
             predictivity.append(dict(snr_db=float(s), error=str(err)))
+    roc = viz.submit_figure(viz.plot_score_roc, predictivity)
     msg = "; ".join(
         f"{s:g} dB: {100 * a:.1f} % accurate" for s, a in zip(acc.snr_db, acc.accurate.mean(1))
     )
     logger.info(**gen_log_kwargs(message=msg))
-    _mbp.ensure_dataset(cfg)
-    paths = _save(cfg, subject, session, surf, acc, predictivity)
+    paths += _save_table(cfg, subject, session, acc, predictivity, paths)
     assert not in_files, in_files
     with _open_report(
         cfg=cfg, exec_params=exec_params, subject=subject, session=session
     ) as report:
         logger.info(**gen_log_kwargs(message="Adding laminar accuracy to the report"))
-        _add_report(report, surf, acc, pred.score(cfg.laminar_score_weights), predictivity)
+        _add_report(report, acc, predictivity, maps, summary, roc)
     out_files = {path.name: path for path in paths}
     return _mbp.prep_out_files(cfg=cfg, exec_params=exec_params, out_files=out_files)
 
@@ -147,9 +154,9 @@ def _summary(predictivity):
     return out
 
 
-def _save(cfg, subject, session, surf, acc, predictivity):
+def _save_maps(cfg, subject, session, surf, acc) -> list[Path]:
+    """The accuracy, error and bias maps of each SNR (GIFTI and sidecars)."""
     root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
-    anat = bids.subject_dir(root, subject, session, "anat")
     written = []
     for i, s in enumerate(acc.snr_db):
         for name, (attr, _, units, desc) in MAPS.items():
@@ -165,6 +172,13 @@ def _save(cfg, subject, session, surf, acc, predictivity):
                     "Units": units, "SNR_dB": float(s),
                 }  # fmt: skip
                 written += [fname, bids.write_json(bids.sidecar(fname), side)]
+    return written
+
+
+def _save_table(cfg, subject, session, acc, predictivity, maps) -> list[Path]:
+    """The table and its sidecar (AUCs, settings); stale files of other runs removed."""
+    root, sp = Path(cfg.laminar_root), cfg.laminar_column_spacing
+    anat = bids.subject_dir(root, subject, session, "anat")
     tsv = table_fname(root, subject, session, sp)
     df = acc.to_dataframe()
     bids.write_tsv(tsv, {c: df[c].tolist() for c in df.columns})
@@ -186,59 +200,55 @@ def _save(cfg, subject, session, surf, acc, predictivity):
         "ScoreWeights": P.score_weights(cfg.laminar_score_weights),
         "PaperAUC": {"mean": PAPER_AUC[0], "std": PAPER_AUC[1]},
     }
-    written += [tsv, bids.write_json(bids.sidecar(tsv), side)]
+    written = [tsv, bids.write_json(bids.sidecar(tsv), side)]
     for pattern in _stale_patterns(subject, session):
-        bids.remove_stale(anat, pattern, written)
+        bids.remove_stale(anat, pattern, [*maps, *written])
     return written
 
 
-def _add_report(report, surf, acc, score, predictivity):
-    import matplotlib.pyplot as plt
+def _start_maps(surf, acc, score):
+    """Start rendering accuracy (highest SNR) and the score on the pial layer.
 
-    tags = _mbp.REPORT_TAGS
+    Returns ``[(collect, caption), ...]`` (see ``_mbp.surface_map_grid``).
+    """
     i = int(np.argmax(acc.snr_db))
     maps = [("accuracy", _per_column(surf, acc, acc.accurate[i].astype(float)), "RdYlGn", (0, 1)),
             (P.SCORE_NAME, score, "RdBu_r", None)]  # fmt: skip
-    images, captions = [], []
+    out = []
     for name, vals, cmap, clim in maps:
         if clim is None:
             lim = float(np.nanpercentile(np.abs(vals), 98))
             clim = (-lim, lim)
-        views = []
-        for hemi in S.HEMIS:
-            sl = surf.columns(hemi)
-            if sl.stop == sl.start or not len(surf.tris[hemi]):
-                continue
-            views += viz.plot_surface_map(surf.layers[0, sl], surf.tris[hemi], vals[sl],
-                                          title=name, cmap=cmap, clim=clim, hemi=hemi,
-                                          label=name)  # fmt: skip
-        if views:
-            images.append(viz.image_grid(views, ncols=2))
-            captions.append(f"{name} on the pial surface"
-                            + (f" ({acc.snr_db[i]:g} dB)" if name == "accuracy" else ""))  # fmt: skip
+        caption = (f"{name} on the pial surface"
+                   + (f" ({acc.snr_db[i]:g} dB)" if name == "accuracy" else ""))  # fmt: skip
+        out.append((_mbp.surface_map_grid(surf, 0, vals, title=name, cmap=cmap, clim=clim,
+                                          label=name), caption))  # fmt: skip
+    return out
+
+
+def _add_report(report, acc, predictivity, maps, summary, roc):
+    """The "Laminar accuracy" section; the figures are pending (render worker)."""
+    tags = _mbp.REPORT_TAGS
+    # the figures this process may draw itself first, while the worker draws the maps
+    summary, roc = _mbp.results([summary, roc])
+    images, captions = [], []
+    for collect, caption in maps:
+        grid = collect()
+        if grid is not None:
+            images.append(grid)
+            captions.append(caption)
     if images:
         viz.add_figure(report, images, title="Accuracy and anatomical score maps",
                        caption=captions, section=SECTION, tags=tags, replace=True)  # fmt: skip
-    fig = acc.plot(snr_db=acc.snr_db[i])
     viz.add_figure(
-        report, fig, title="Error, bias, mean ΔF, confusion", section=SECTION, tags=tags,
-        replace=True,
+        report, summary, title="Error, bias, mean ΔF, confusion", section=SECTION,
+        tags=tags, replace=True,
         caption="Left: layer error and bias vs SNR (or their distributions); middle: mean "
         "ΔF over columns (layer model x true layer); right: peak vs true layer.",
     )  # fmt: skip
-    fig, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
-    for rec in predictivity:
-        if "roc_score" in rec:
-            fpr, tpr = rec["roc_score"]
-            ax.plot(fpr, tpr, label=f"{rec['snr_db']:g} dB (AUC {rec['auc_score']:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate",
-           title="ROC of the anatomical score")  # fmt: skip
-    ax.legend(frameon=False, fontsize="small")
-    viz.add_figure(report, fig, title="ROC curve of the anatomical score", section=SECTION,
-                   tags=tags, replace=True,
+    viz.add_figure(report, roc, title="ROC curve of the anatomical score",
+                   section=SECTION, tags=tags, replace=True,
                    caption="How well the composite score alone ranks accurate columns.")  # fmt: skip
-    plt.close("all")
     rows = []
     for rec, frac in zip(predictivity, acc.accurate.mean(1)):
         if "error" in rec:
