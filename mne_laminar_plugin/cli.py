@@ -286,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_run_help()
         return 0
     _check_run_args(mbp_args)
-    host = PluginHost()
+    host = getattr(args, "host", None) or PluginHost()  # (demo: installed already)
     with blas_threads(getattr(args, "blas_threads", None)), render_3d(
         allow_xvfb=not args.no_xvfb, need_mne_3d=_needs_mne_3d(mbp_args),
         laminar_figures=_needs_laminar(mbp_args),
@@ -440,7 +440,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                           laminar_figures=True))  # fmt: skip
         kwargs = dict(n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
                       system=args.system)  # fmt: skip
-        demo = _build_demo(root, kwargs, separate=not args.no_run)
+        host = None
+        if not args.no_run:
+            from .pipeline.host import PluginHost
+
+            host = PluginHost()
+        demo = _build_demo(root, kwargs, separate=not args.no_run,
+                           meanwhile=host.install if host else None)  # fmt: skip
         print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")
         print(f"MBP config: {demo.config_path}")
         if args.no_run:
@@ -449,7 +455,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.n_jobs:
             run_args += ["--n_jobs", str(args.n_jobs)]
         rc = cmd_run(argparse.Namespace(mbp_args=run_args, no_xvfb=args.no_xvfb,
-                                        blas_threads=args.blas_threads))  # fmt: skip
+                                        blas_threads=args.blas_threads, host=host))  # fmt: skip
     if rc:
         return rc
     reports = sorted(Path(demo.deriv_root).glob("sub-*/**/*_report.html"))
@@ -459,14 +465,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_demo(root: Path, kwargs: dict, *, separate: bool):
+def _build_demo(root: Path, kwargs: dict, *, separate: bool, meanwhile=None):
     """Build the demo data (:func:`~mne_laminar_plugin.demo.make_demo_dataset`).
 
     With ``separate`` (the demo then runs MBP), in a child process with
     MNE's numba kernels off: building the data takes as long without them,
     and on a new installation their first compile (about 20 s) would be paid
-    here. Meanwhile this process imports MBP and the figure worker compiles
-    the kernels that MBP's and the laminar steps use
+    here. Meanwhile this process calls ``meanwhile`` (installing the plugin
+    host: MBP's imports), and the figure worker compiles the kernels that
+    MBP's and the laminar steps use
     (:func:`~mne_laminar_plugin.forward._warmup.warm_up_kernels`), on the
     other core, before they are needed.
     """
@@ -480,7 +487,6 @@ def _build_demo(root: Path, kwargs: dict, *, separate: bool):
         except FileExistsError as exc:  # the folder holds something else: nothing deleted
             raise CLIError(str(exc)) from None
     from .forward._warmup import warm_up_kernels
-    from .pipeline.host import check_mbp_hook_points
     from .report import _worker
 
     with contextlib.suppress(_worker.WorkerGone):
@@ -492,7 +498,8 @@ def _build_demo(root: Path, kwargs: dict, *, separate: bool):
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        check_mbp_hook_points()  # imports MBP's modules, while the data are built
+        if meanwhile is not None:
+            meanwhile()
     finally:
         _, stderr = child.communicate()
     if child.returncode == 2:  # the folder holds something else: nothing deleted

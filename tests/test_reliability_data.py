@@ -90,12 +90,15 @@ def test_demo_rerun_with_other_seed_keeps_derivatives(tmp_path, demo):
     assert snapshot(tmp_path) == before
 
 
-def test_demo_cli_refuses_with_exit_2(tmp_path, cli):
+@pytest.mark.parametrize("no_run", [True, False])
+def test_demo_cli_refuses_with_exit_2(tmp_path, cli, no_run):
+    """Built here (``--no-run``) or in the demo's child process: the same refusal."""
     (tmp_path / "bids").mkdir()
     (tmp_path / "bids" / "mine.txt").write_text("my data")
-    res = cli("demo", str(tmp_path), "--no-run")
+    res = cli("demo", str(tmp_path), *(["--no-run"] if no_run else []))
     assert res.returncode == 2, res.stderr
     assert "Refusing to write the demo" in res.stderr and "--overwrite" in res.stderr
+    assert "Traceback" not in res.stderr
     assert (tmp_path / "bids" / "mine.txt").read_text() == "my data"
 
 
