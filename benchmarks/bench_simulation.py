@@ -12,8 +12,9 @@ BEM, 11 layers), every column x 11 true layers x 11 layer models (MSP):
 (e) predictivity of the anatomical score on (b) (5-fold CV ROC-AUC), to set
     next to the paper's 0.810.
 
-Each simulation runs with ``n_jobs=1`` and ``n_jobs=2`` (loky), one BLAS
-thread per process. Leadfield and surface times are printed separately (the
+Each simulation runs on one core (the process pinned to one CPU), with
+``n_jobs=1`` (in-process threads, one per core) and with ``n_jobs=2`` (loky),
+one BLAS thread per process or thread. Leadfield and surface times are printed separately (the
 simulation reuses what the pipeline's earlier steps computed).
 
 Run: python benchmarks/bench_simulation.py [--quick] [--json out.json]
@@ -66,13 +67,22 @@ def _setup(root, spacing):
 def _simulate(g, label, **kw):
     from mne_laminar_plugin import simulate_laminar_accuracy
 
+    import os
+
     out = {}
     acc = None
-    for n_jobs in (1, 2):
-        acc, wall = _timed(f"{label}, n_jobs={n_jobs}", simulate_laminar_accuracy, g["lf"],
-                           g["surf"], noise_cov=g["cov"], random_state=0, n_jobs=n_jobs,
-                           verbose="error", **kw)  # fmt: skip
-        out[f"n_jobs={n_jobs}"] = wall
+    cpus = os.sched_getaffinity(0)
+    for key, n_jobs, pin in (("one core", 1, True), ("n_jobs=1", 1, False),
+                             ("n_jobs=2", 2, False)):  # fmt: skip
+        if pin:  # one CPU: the in-process pool has one thread
+            os.sched_setaffinity(0, {min(cpus)})
+        try:
+            acc, wall = _timed(f"{label}, {key}", simulate_laminar_accuracy, g["lf"],
+                               g["surf"], noise_cov=g["cov"], random_state=0, n_jobs=n_jobs,
+                               verbose="error", **kw)  # fmt: skip
+        finally:
+            os.sched_setaffinity(0, cpus)
+        out[key] = wall
     n_sim = acc.n_columns * len(acc.true_layers) * len(acc.snr_db)
     out.update(n_columns=acc.n_columns, n_simulations=n_sim,
                n_layer_models=n_sim * acc.n_layers,

@@ -162,7 +162,7 @@ def test_worker_exits_when_its_run_is_killed(tmp_path):
 
 def test_system_info_from_the_worker_is_mbp_text(decided):
     text = _started().system_info.result()
-    assert _worker.system_info_if_ready() == text
+    assert _worker.system_info_from_worker() == text
     for line in ("Platform", "Python", "mne ", "numpy", "pyvista"):
         assert line in text, line
     # MBP's cached function takes it (the plugin's patch), MBP's own as the fallback

@@ -95,14 +95,14 @@ def fsaverage_missing(subjects_dir: Path) -> list[str]:
 
 
 def patch_sys_info() -> None:
-    """MBP's cached ``mne.sys_info()`` text from the figure worker, when ready (MBP 1.10).
+    """MBP's cached ``mne.sys_info()`` text from the figure worker (MBP 1.10).
 
     MBP adds ``mne.sys_info()`` to the report when a process first saves it
     (``_report._cached_sys_info``, 1-2 s). The laminar figure worker
     (:mod:`mne_laminar_plugin.report._worker`) computes it at start on the
-    other core, in the same environment; when it has, MBP's first report
-    save takes it instead of computing it again. Otherwise (no worker, not
-    done yet) MBP's own function runs. Idempotent.
+    other core, in the same environment; MBP's first report save takes it
+    (waiting if the worker is on it) instead of computing it again. Otherwise
+    (no worker, or it has not started it) MBP's own function runs. Idempotent.
     """
     import functools
 
@@ -114,9 +114,9 @@ def patch_sys_info() -> None:
 
     @functools.lru_cache(maxsize=1)  # MBP asks cache_info() whether it ran
     def _cached_sys_info() -> str:
-        from ..report._worker import system_info_if_ready
+        from ..report._worker import system_info_from_worker
 
-        text = system_info_if_ready()
+        text = system_info_from_worker()
         return orig() if text is None else text
 
     _cached_sys_info.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]

@@ -406,20 +406,24 @@ def system_info() -> str:
     return _SYSTEM_INFO
 
 
-def system_info_if_ready() -> str | None:
-    """The worker's ``mne.sys_info()`` text if it is done, else None (never waits).
+def system_info_from_worker(timeout: float = 60.0) -> str | None:
+    """The worker's ``mne.sys_info()`` text, or None when this process should compute it.
 
     MBP adds ``mne.sys_info()`` to the report the first time a step of the
     process saves it (1-2 s: a subprocess for the OpenGL version, Qt, the
     versions of ~40 packages); the worker computes it as soon as it has the
-    run's rendering decision, on the other core. When it is not ready yet,
-    MBP computes its own.
+    run's rendering decision, on the other core. If the worker is computing
+    it, this waits for it (less than computing it again); if the worker has
+    not started it (busy), it is taken back and None says: compute it here.
     """
     worker = get_worker(start=False)
     future = getattr(worker, "system_info", None)
-    if future is None or not future.done() or future.exception() is not None:
+    if future is None or withdraw(future):
         return None
-    return future.result()
+    try:
+        return future.result(timeout=timeout)
+    except Exception:  # the worker died, or it failed there: MBP's own then
+        return None
 
 
 # ----------------------------------------------------------------- worker side
