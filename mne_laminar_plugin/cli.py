@@ -139,6 +139,7 @@ def render_3d(
 @contextmanager
 def _decide_and_use(allow_xvfb: bool, need_mne_3d: bool, meanwhile) -> Iterator[object]:
     """The body of :func:`render_3d`: probe, print the decision, set it up."""
+    import dataclasses
     from contextlib import ExitStack
 
     from .report import _worker
@@ -184,7 +185,7 @@ def _decide_and_use(allow_xvfb: bool, need_mne_3d: bool, meanwhile) -> Iterator[
                 notes.append("no MBP 3D step requested")
             path, errors = probe_offscreen(meanwhile=take_meanwhile())
             if path is not None:
-                path = RenderPath(path.kind, reason="; ".join(notes), detail=path.detail)
+                path = dataclasses.replace(path, reason="; ".join(notes))
             notes += errors
         if path is None:
             if forced not in ("auto", "2d"):

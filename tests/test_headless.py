@@ -23,7 +23,7 @@ from mne_laminar_plugin.report import _figures_3d, _render, viz
 from mne_laminar_plugin.cli import _needs_mne_3d, render_3d
 from mne_laminar_plugin.demo import TASK
 
-_ENV = (_render.RENDER_ENV, _render._REASON_ENV, _render._DETAIL_ENV,
+_ENV = (_render.RENDER_ENV, _render._REASON_ENV, _render._DETAIL_ENV, _render._OPENGL_ENV,
         "VTK_DEFAULT_OPENGL_WINDOW")  # fmt: skip
 
 

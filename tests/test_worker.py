@@ -21,7 +21,7 @@ import pytest
 
 from mne_laminar_plugin.report import _render, _worker, viz
 
-_ENV = (_render.RENDER_ENV, _render._REASON_ENV, _render._DETAIL_ENV,
+_ENV = (_render.RENDER_ENV, _render._REASON_ENV, _render._DETAIL_ENV, _render._OPENGL_ENV,
         "VTK_DEFAULT_OPENGL_WINDOW", "DISPLAY", _worker.WORKER_ENV)  # fmt: skip
 
 
@@ -31,7 +31,7 @@ def decided(monkeypatch):
     saved = {key: os.environ.get(key) for key in _ENV}
     os.environ.pop("DISPLAY", None)
     os.environ.pop(_worker.WORKER_ENV, None)
-    for key in _ENV[:4]:
+    for key in _ENV[:5]:
         os.environ.pop(key, None)
     _worker.shutdown()
     path = _render.decide_in_process()
@@ -158,6 +158,31 @@ def test_worker_exits_when_its_run_is_killed(tmp_path):
     else:
         os.kill(pid, signal.SIGKILL)
         pytest.fail("the worker outlived its run by 30 s")
+
+
+def test_sys_info_opengl_line_is_mnes_own(decided):
+    """The OpenGL strings of the test render are what MNE finds with its own render."""
+    import json
+    import subprocess
+    import sys
+
+    from mne.utils import config
+
+    if decided.kind != "offscreen":
+        pytest.skip(f"no offscreen VTK here ({decided.describe()})")
+    assert len(decided.opengl) == 2 and all(decided.opengl)
+    code = ("import json; from mne.utils.config import _get_gpu_info; "
+            "print(json.dumps(list(_get_gpu_info())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ)).stdout  # fmt: skip
+    assert list(decided.opengl) == json.loads(out.strip().splitlines()[-1])
+    orig = config._get_gpu_info
+    with _render.known_gpu_info():
+        assert config._get_gpu_info() == list(decided.opengl)
+    assert config._get_gpu_info is orig
+    # the worker's sys_info has MNE's line with them
+    version, renderer = decided.opengl
+    assert f"(OpenGL {version} via {renderer})" in _started().system_info.result()
 
 
 def test_system_info_from_the_worker_is_mbp_text(decided):

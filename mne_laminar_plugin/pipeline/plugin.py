@@ -102,7 +102,9 @@ def patch_sys_info() -> None:
     (:mod:`mne_laminar_plugin.report._worker`) computes it at start on the
     other core, in the same environment; MBP's first report save takes it
     (waiting if the worker is on it) instead of computing it again. Otherwise
-    (no worker, or it has not started it) MBP's own function runs. Idempotent.
+    (no worker, or it has not started it) MBP's own function runs, with the
+    OpenGL strings of the run's test render
+    (:func:`~mne_laminar_plugin.report._render.known_gpu_info`). Idempotent.
     """
     import functools
 
@@ -114,10 +116,14 @@ def patch_sys_info() -> None:
 
     @functools.lru_cache(maxsize=1)  # MBP asks cache_info() whether it ran
     def _cached_sys_info() -> str:
+        from ..report._render import known_gpu_info
         from ..report._worker import system_info_from_worker
 
         text = system_info_from_worker()
-        return orig() if text is None else text
+        if text is None:
+            with known_gpu_info():
+                text = orig()
+        return text
 
     _cached_sys_info.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]
     _report._cached_sys_info = _cached_sys_info

@@ -41,6 +41,9 @@ RENDER_ENV = "MNE_LAMINAR_3D"
 #: environment variables carrying the decision's reason and details
 _REASON_ENV = "_MNE_LAMINAR_3D_REASON"
 _DETAIL_ENV = "_MNE_LAMINAR_3D_DETAIL"
+#: environment variable: the OpenGL version and renderer the test render found
+#: (JSON ``[version, renderer]``; offscreen VTK only)
+_OPENGL_ENV = "_MNE_LAMINAR_3D_OPENGL"
 PATHS = ("display", "xvfb", "offscreen", "2d")
 _CHOICES = ("auto", *PATHS)
 #: VTK render window classes for rendering without X, in order of preference
@@ -74,9 +77,11 @@ if mode == "vtk":
     grab.SetInput(win)
     grab.Update()
     img = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
-    found = re.findall("OpenGL renderer string:(.+)\n", win.ReportCapabilities())
+    caps = win.ReportCapabilities()
+    found = {key: re.findall(f"OpenGL {key} string:(.+)\n", caps)
+             for key in ("renderer", "version")}
     out = dict(std=float(np.std(img)), window=win.GetClassName(),
-               renderer=found[0].strip() if found else "")
+               **{key: value[0].strip() if value else "" for key, value in found.items()})
 else:  # MNE's own Qt 3D backend, as MNE's report uses it
     import numpy as np
     import pyvista
@@ -103,11 +108,16 @@ class RenderPath:
         Why this path (shown in the log and in 2D figure captions).
     detail : str
         What renders (e.g. ``"EGL, llvmpipe (LLVM 15.0.6, 256 bits)"``).
+    opengl : tuple of str
+        The OpenGL version and renderer strings of the test render (offscreen
+        VTK; empty otherwise): what ``mne.sys_info()`` would find with a
+        render of its own (:func:`known_gpu_info`).
     """
 
     kind: str
     reason: str = ""
     detail: str = ""
+    opengl: tuple[str, ...] = ()
 
     @property
     def is_3d(self) -> bool:
@@ -130,6 +140,7 @@ class RenderPath:
     def env(self) -> dict[str, str]:
         """Environment variables that carry this decision to other processes."""
         out = {RENDER_ENV: self.kind, _REASON_ENV: self.reason, _DETAIL_ENV: self.detail}
+        out[_OPENGL_ENV] = json.dumps(list(self.opengl)) if self.opengl else ""
         if self.kind == "offscreen":
             window = dict(_OFFSCREEN_WINDOWS).get(self.detail.split(",")[0])
             if window:
@@ -228,7 +239,8 @@ def probe_offscreen(*, meanwhile=None) -> tuple[RenderPath | None, list[str]]:
         meanwhile = None
         if ok and info.get("window") == window:
             detail = name + (f", {info['renderer']}" if info.get("renderer") else "")
-            return RenderPath("offscreen", detail=detail), errors
+            opengl = (info["version"], info["renderer"]) if info.get("version") else ()
+            return RenderPath("offscreen", detail=detail, opengl=opengl), errors
         errors.append(f"{name}: {info if not ok else 'VTK chose ' + info.get('window', '?')}")
     return None, errors
 
@@ -242,9 +254,14 @@ def current_path() -> RenderPath | None:
     kind = os.environ.get(RENDER_ENV, "").strip().lower()
     if kind not in PATHS or _REASON_ENV not in os.environ:
         return None
+    try:
+        opengl = tuple(json.loads(os.environ.get(_OPENGL_ENV) or "[]"))
+    except ValueError:  # set by hand: not a decision of ours
+        opengl = ()
     return RenderPath(
-        kind, reason=os.environ.get(_REASON_ENV, ""), detail=os.environ.get(_DETAIL_ENV, "")
-    )
+        kind, reason=os.environ.get(_REASON_ENV, ""), detail=os.environ.get(_DETAIL_ENV, ""),
+        opengl=opengl,
+    )  # fmt: skip
 
 
 def decide_in_process() -> RenderPath:
@@ -284,6 +301,31 @@ def environ(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = val
+
+
+@contextmanager
+def known_gpu_info() -> Iterator[None]:
+    """Inside this block ``mne.sys_info()`` takes its OpenGL line from the decision.
+
+    MNE finds the OpenGL version and renderer with a render of its own in a
+    subprocess, which starts another (``mne.utils.config._get_gpu_info``,
+    about 0.8 s). After an offscreen decision the test render has found both
+    strings, with the same render window class in the same environment
+    (:attr:`RenderPath.opengl`): here MNE's function returns them. Without
+    them (other paths, no decision) nothing changes.
+    """
+    from mne.utils import config
+
+    path = current_path()
+    orig = getattr(config, "_get_gpu_info", None)
+    if path is None or len(path.opengl) != 2 or orig is None:
+        yield
+        return
+    config._get_gpu_info = lambda: list(path.opengl)
+    try:
+        yield
+    finally:
+        config._get_gpu_info = orig
 
 
 @contextmanager

@@ -76,10 +76,10 @@ def enabled() -> bool:
 
 def _render_environ() -> dict[str, str | None]:
     """The environment variables the worker's drawing depends on (None: unset)."""
-    from ._render import _DETAIL_ENV, _REASON_ENV, RENDER_ENV
+    from ._render import _DETAIL_ENV, _OPENGL_ENV, _REASON_ENV, RENDER_ENV
 
-    keys = (RENDER_ENV, _REASON_ENV, _DETAIL_ENV, "DISPLAY", "VTK_DEFAULT_OPENGL_WINDOW",
-            "MNE_3D_OPTION_MULTI_SAMPLES")  # fmt: skip
+    keys = (RENDER_ENV, _REASON_ENV, _DETAIL_ENV, _OPENGL_ENV, "DISPLAY",
+            "VTK_DEFAULT_OPENGL_WINDOW", "MNE_3D_OPTION_MULTI_SAMPLES")  # fmt: skip
     return {key: os.environ.get(key) for key in keys}
 
 
@@ -400,7 +400,9 @@ def system_info() -> str:
 
         import mne
 
-        with io.StringIO() as fid:
+        from ._render import known_gpu_info
+
+        with io.StringIO() as fid, known_gpu_info():
             mne.sys_info(fid)
             _SYSTEM_INFO = fid.getvalue()
     return _SYSTEM_INFO
