@@ -134,7 +134,7 @@ def plot_depth_ratio(data: LeadfieldData, *, norms=None):
     for ax, (unit, ratio) in zip(axes[0], ratios.items()):
         good = np.isfinite(ratio) & (ratio > 0)
         vals = np.log10(ratio[good])
-        ax.hist(vals, bins=40, color="0.3")
+        ax.hist(vals, bins=40, histtype="stepfilled", color="0.3")
         ax.axvline(0, color="r", lw=1)
         med = np.median(ratio[good]) if good.any() else np.nan
         ax.set(

@@ -684,7 +684,7 @@ def plot_histograms(values, *, units=None, bins=50, title=None):
         x = np.asarray(values[name], float)
         finite = x[np.isfinite(x)]
         if finite.size:
-            ax.hist(finite, bins=bins, color="C0", alpha=0.85)
+            ax.hist(finite, bins=bins, histtype="stepfilled", color="C0", alpha=0.85)
             ax.axvline(np.median(finite), color="k", lw=1, ls="--")
         unit = (units or {}).get(name)
         ax.set_xlabel(f"{name} ({unit})" if unit and unit != "arbitrary" else name)

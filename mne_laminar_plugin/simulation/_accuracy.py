@@ -301,8 +301,8 @@ class LaminarAccuracy:
             ax.set_ylabel("layers")
             ax.legend(frameon=False)
         else:
-            ax.hist(self.layer_error[0], bins=20, label="|error|", alpha=0.7)
-            ax.hist(self.bias[0], bins=20, label="bias", alpha=0.7)
+            ax.hist(self.layer_error[0], bins=20, histtype="stepfilled", label="|error|", alpha=0.7)
+            ax.hist(self.bias[0], bins=20, histtype="stepfilled", label="bias", alpha=0.7)
             ax.set_xlabel("layers")
             ax.set_ylabel("columns")
             ax.legend(frameon=False)
