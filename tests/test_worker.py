@@ -86,6 +86,32 @@ def test_worker_draws_what_this_process_draws(decided):
         viz.submit_surface_map(kwargs["rr_m"], kwargs["tris"], np.ones(3), title="z").result()
 
 
+def test_a_kept_plotter_keeps_its_lights(decided):
+    """The worker's kept plotters draw each map in the same light as a new plotter.
+
+    (``Plotter.clear()`` also removed the light kit: maps after the first were
+    drawn flat, and a new plotter drew its first view larger.)
+    """
+    kwargs = _map_kwargs()
+    kwargs.update(views=("lateral", "medial"), backend="pyvista")
+    viz._PLOTTERS = {}
+    try:
+        first = viz.plot_surface_map(**kwargs)
+        n_lights = len(viz._PLOTTERS[tuple(kwargs["size"])].renderer.lights)
+        assert n_lights > 0
+        for values in (None, kwargs["values"] * 2):
+            kept = viz.plot_surface_map(**dict(kwargs, values=values))
+            assert len(viz._PLOTTERS[tuple(kwargs["size"])].renderer.lights) == n_lights
+            saved, viz._PLOTTERS = viz._PLOTTERS, None
+            new = viz.plot_surface_map(**dict(kwargs, values=values))
+            viz._PLOTTERS = saved
+            for kept_view, new_view in zip(kept, new):
+                np.testing.assert_array_equal(kept_view, new_view)
+        assert first[0].std() > 0
+    finally:
+        viz._PLOTTERS = None
+
+
 def test_disabled_worker_draws_here(decided, monkeypatch):
     monkeypatch.setenv(_worker.WORKER_ENV, "0")
     job = viz.submit_figure(viz.plot_histograms, {"a": np.arange(10.0)})

@@ -213,6 +213,7 @@ def render_vtk(
         for view in views:
             _, up, direction = _basis(view)
             pl.view_vector(direction, viewup=up, render=False)
+            pl.camera.view_angle = viz._VIEW_ANGLE  # zoom() narrowed it for the last view
             pl.reset_camera(render=False)
             pl.camera.zoom(1.25)
             text = pl.add_text(f"{title} ({view})" if title else view, font_size=8,

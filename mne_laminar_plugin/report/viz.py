@@ -108,6 +108,8 @@ def _clim(values, clim):
 #: worker, :mod:`._worker`): a new GL context compiles its shaders again, about
 #: 40 % of a map's time with llvmpipe. Off (None) elsewhere.
 _PLOTTERS: dict | None = None
+#: VTK's default camera view angle (degrees), restored before each view
+_VIEW_ANGLE = 30.0
 
 
 def new_plotter(size):
@@ -122,6 +124,10 @@ def new_plotter(size):
     pl = pv.Plotter(off_screen=True, window_size=list(size))
     pl.ren_win.SetMultiSamples(1)
     pl.set_background("white")
+    # pyvista sets up the camera on a plotter's first screenshot: taken here, on
+    # the empty scene, so that a new plotter draws the first view of a map as
+    # a kept one does (it drew it about 1.3 times larger)
+    pl.screenshot(return_img=True)
     return pl
 
 
@@ -146,32 +152,41 @@ def _render_pyvista(rr_mm, tris, values, *, title, cmap, clim, views, hemi, size
     # one plotter (GL context, uploaded mesh) for every view
     pl = _plotter(size)
     ok = False
+    added = []
     try:
         # render=False everywhere: one render per view, by the screenshot
         if values is None:
-            pl.add_mesh(mesh, color="lightgray", smooth_shading=True, render=False)
+            added.append(pl.add_mesh(mesh, color="lightgray", smooth_shading=True, render=False))
         else:
             mesh.point_data["values"] = values
-            pl.add_mesh(
+            added.append(pl.add_mesh(
                 mesh, scalars="values", cmap=cmap, clim=clim, smooth_shading=True,
                 nan_color="lightgray", render=False,
                 scalar_bar_args=dict(
                     title=label or "", color="black", vertical=False, n_labels=3,
                     fmt="%.3g", position_x=0.2, position_y=0.03, width=0.6, height=0.08,
                 ),
-            )  # fmt: skip
+            ))  # fmt: skip
         text = pl.add_text("", font_size=9, color="black", render=False)
+        added.append(text)
         for view in views:
             text.set_text("upper_left", f"{title} ({hemi} {view})")
             direction, up = _view_vector(view, hemi)
             pl.view_vector(direction, viewup=up, render=False)
+            pl.camera.view_angle = _VIEW_ANGLE  # zoom() narrowed it for the last view
             pl.reset_camera(render=False)
             pl.camera.zoom(1.3)
             images.append(np.asarray(pl.screenshot(return_img=True))[..., :3].copy())
         ok = True
     finally:
         if ok and _PLOTTERS is not None:
-            pl.clear()  # actors, scalar bar and text go; the GL context stays
+            # what this map added goes; the GL context and the lights stay, so a
+            # kept plotter draws the next map as a new one would
+            # (Plotter.clear() would also remove the light kit: flat maps)
+            for actor in added:
+                pl.remove_actor(actor, render=False)
+            if values is not None:
+                pl.remove_scalar_bar(render=False)
         else:
             if _PLOTTERS is not None:
                 _PLOTTERS.pop(tuple(size), None)
