@@ -224,16 +224,16 @@ def main() -> None:
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     env = _env(args.hide_xvfb, args.blas_threads)
+    if args.laminar_only is not None:
+        demo_dir = args.laminar_only.resolve()
+        if not (demo_dir / "demo_config.py").is_file():
+            sys.exit(f"--laminar-only {demo_dir}: no demo_config.py there (a finished demo?)")
     all_runs = []
     for k in range(args.repeat):
         workdir = base / f"run{k + 1}" if args.repeat > 1 else base
         workdir.mkdir(parents=True, exist_ok=True)
         runs = []
-        if args.laminar_only is not None:
-            demo_dir = args.laminar_only.resolve()
-            if not (demo_dir / "demo_config.py").is_file():
-                sys.exit(f"--laminar-only {demo_dir}: no demo_config.py there (a finished demo?)")
-        else:
+        if args.laminar_only is None:
             demo_dir = workdir / "demo"
             if demo_dir.exists():
                 sys.exit(f"{demo_dir} exists: pass an empty --workdir")

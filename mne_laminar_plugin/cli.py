@@ -435,17 +435,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--subjects must be >= 1, got {args.subjects}")
     t0 = time.time()
     with blas_threads(args.blas_threads), contextlib.ExitStack() as stack:
-        if not args.no_run:
-            # decided now, so that the figure worker starts while the data are built
-            stack.enter_context(render_3d(allow_xvfb=not args.no_xvfb, need_mne_3d=True,
-                                          laminar_figures=True))  # fmt: skip
-        kwargs = dict(n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
-                      system=args.system)  # fmt: skip
         host = None
         if not args.no_run:
             from .pipeline.host import PluginHost
 
+            # decided now, so that the figure worker starts while the data are built
+            stack.enter_context(render_3d(allow_xvfb=not args.no_xvfb, need_mne_3d=True,
+                                          laminar_figures=True))  # fmt: skip
             host = PluginHost()
+        kwargs = dict(n_subjects=args.subjects, seed=args.seed, overwrite=args.overwrite,
+                      system=args.system)  # fmt: skip
         demo = _build_demo(root, kwargs, separate=not args.no_run,
                            meanwhile=host.install if host else None)  # fmt: skip
         print(f"Demo dataset written in {time.time() - t0:.0f} s: {demo.bids_root}")

@@ -15,6 +15,7 @@ import sys
 from mne.utils import logger
 
 from ..report._render import decide_in_process
+from .host import _ORIG_ATTR
 
 # ------------------------------------------------------------ MBP patching
 #: MBP 1.10 step functions that draw with MNE's Qt 3D backend: (step module,
@@ -24,7 +25,6 @@ MBP_3D_STEPS = (
     ("mne_bids_pipeline.steps.source._05_make_inverse", "apply_inverse_data"),
     ("mne_bids_pipeline.steps.source._99_group_average", "run_average"),
 )
-_ORIG_ATTR = "__mne_laminar_orig__"
 
 
 def _call_mbp_step(module_name: str, func_name: str, kwargs: dict):

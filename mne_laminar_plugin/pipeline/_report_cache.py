@@ -21,10 +21,11 @@ import os
 import threading
 from pathlib import Path
 
+from .host import _ORIG_ATTR
+
 #: path -> (file state, report) of the reports this process saved or read last
 _KNOWN: dict[str, tuple[tuple[int, int, int], object]] = {}
 _LOCK = threading.Lock()
-_ORIG_ATTR = "__mne_laminar_orig__"
 
 
 def file_state(fname) -> tuple[int, int, int] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .host import ConfigOption, StepGroup, hookimpl
+from .host import _ORIG_ATTR, ConfigOption, StepGroup, hookimpl
 
 STAGE = "laminar"
 
@@ -111,7 +111,7 @@ def patch_sys_info() -> None:
     from mne_bids_pipeline import _report
 
     orig = getattr(_report, "_cached_sys_info", None)
-    if orig is None or getattr(orig, "__mne_laminar_orig__", None) is not None:
+    if orig is None or getattr(orig, _ORIG_ATTR, None) is not None:
         return
 
     @functools.lru_cache(maxsize=1)  # MBP asks cache_info() whether it ran
@@ -125,7 +125,7 @@ def patch_sys_info() -> None:
                 text = orig()
         return text
 
-    _cached_sys_info.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]
+    setattr(_cached_sys_info, _ORIG_ATTR, orig)
     _report._cached_sys_info = _cached_sys_info
 
 
@@ -145,7 +145,7 @@ def patch_step_path() -> None:
     from mne_bids_pipeline import _run
 
     orig = getattr(_run, "_get_step_path", None)
-    if orig is None or getattr(orig, "__mne_laminar_orig__", None) is not None:
+    if orig is None or getattr(orig, _ORIG_ATTR, None) is not None:
         return
 
     def _get_step_path(stack=None) -> pathlib.Path:
@@ -163,6 +163,6 @@ def patch_step_path() -> None:
             frame = frame.f_back
         return orig()  # MBP's own error, listing the stack
 
-    _get_step_path.__mne_laminar_orig__ = orig  # type: ignore[attr-defined]
+    setattr(_get_step_path, _ORIG_ATTR, orig)
     _get_step_path.__doc__ = orig.__doc__
     _run._get_step_path = _get_step_path

@@ -288,6 +288,15 @@ def decide_in_process() -> RenderPath:
     return path
 
 
+def set_environ(values: Mapping[str, str | None]) -> None:
+    """Set ``values`` in ``os.environ``; a None value unsets the variable."""
+    for key, val in values.items():
+        if val is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = val
+
+
 @contextmanager
 def environ(updates: Mapping[str, str]) -> Iterator[None]:
     """Set ``updates`` in ``os.environ`` (children inherit them); restore on exit."""
@@ -296,11 +305,7 @@ def environ(updates: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        for key, val in old.items():
-            if val is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = val
+        set_environ(old)
 
 
 @contextmanager

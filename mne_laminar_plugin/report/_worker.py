@@ -55,12 +55,13 @@ def _frame(obj) -> bytes:
     return _HEADER.pack(len(data)) + data
 
 
-def _read_frame(stream) -> bytes | None:
-    head = stream.read(_HEADER.size)
+def _read_frame(read) -> bytes | None:
+    """One frame's pickle, read with ``read(n)`` (fewer bytes at the end); None at the end."""
+    head = read(_HEADER.size)
     if len(head) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(head)
-    data = stream.read(size)
+    data = read(size)
     return data if len(data) == size else None
 
 
@@ -139,7 +140,6 @@ class RenderWorker:
     def submit(self, func, args: tuple, kwargs: dict) -> Future:
         """Queue one request; the future holds the function's return value."""
         future: Future = Future()
-        frame = None
         with self._cv:
             if self._gone is not None:
                 raise WorkerGone(self._gone)
@@ -200,7 +200,7 @@ class RenderWorker:
     def _read_answers(self) -> None:
         try:
             while True:
-                frame = _read_frame(self._proc.stdout)
+                frame = _read_frame(self._proc.stdout.read)
                 if frame is None:
                     break
                 answer = pickle.loads(frame)
@@ -431,11 +431,9 @@ def system_info_from_worker(timeout: float = 60.0) -> str | None:
 # ----------------------------------------------------------------- worker side
 def _apply_environ(environ: dict) -> None:
     """Set the run's rendering decision in the worker's environment."""
-    for key, value in environ.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    from ._render import set_environ
+
+    set_environ(environ)
 
 
 def _warm_up_parts():
@@ -498,13 +496,13 @@ def _exit_when_orphaned(fd: int) -> None:
                 os._exit(0)
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    """``size`` bytes from the file descriptor, or None at its end."""
+def _read_exact(fd: int, size: int) -> bytes:
+    """``size`` bytes from the file descriptor (fewer at its end)."""
     chunks, left = [], size
     while left:
         chunk = os.read(fd, min(left, 1 << 20))
         if not chunk:
-            return None
+            break
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
@@ -540,8 +538,7 @@ def _serve() -> None:
         while decided and warm_up is not None and not select.select([requests], [], [], 0)[0]:
             if next(warm_up, done) is done:
                 warm_up = None
-        head = _read_exact(requests, _HEADER.size)
-        frame = None if head is None else _read_exact(requests, _HEADER.unpack(head)[0])
+        frame = _read_frame(lambda n: _read_exact(requests, n))
         if frame is None:  # the run ended (or was killed)
             return
         job, func, args, kwargs = pickle.loads(frame)
@@ -558,6 +555,7 @@ def _serve() -> None:
             answers.flush()
         except OSError:
             return
+        # (by name: this module runs as __main__ here, the request names the package's)
         if getattr(func, "__name__", "") == "system_info":
             decided = True  # asked right after the decision (sync_environ)
 

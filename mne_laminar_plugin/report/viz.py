@@ -132,7 +132,7 @@ def new_plotter(size):
 
 
 def _plotter(size):
-    """An offscreen plotter of ``size``: a kept one (cleared) or a new one."""
+    """An offscreen plotter of ``size``: a kept one (emptied) or a new one."""
     key = tuple(size)
     if _PLOTTERS is not None and key in _PLOTTERS:
         return _PLOTTERS[key]
